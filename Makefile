@@ -1,0 +1,86 @@
+# The book's commands. Every target sets up .venv on first use (python3 -m venv + requirements.txt + -e .).
+#
+#   make book                 render the committed, CI-validated outputs to _build/html (fast)
+#   make book EXECUTE=1       re-execute every chapter while rendering
+#   make test                 kernel tests, papermill smoke runs, nbval at book scale, strict book build
+#   make execute NB=book/x.ipynb   refresh one chapter's committed outputs (NB unset: every chapter)
+#   make run NB=book/x.ipynb P="SCALE=paper SEED=1"   one papermill run into _build/runs/
+#   make bench                the kernel benchmark table
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+JOBS ?= 2
+EXECUTE ?=
+NB ?=
+P ?=
+
+# One BLAS/OpenMP thread per process: bitwise-repeatable outputs, and two notebooks side by side on 2 cores.
+export OMP_NUM_THREADS := 1
+export MKL_NUM_THREADS := 1
+export OPENBLAS_NUM_THREADS := 1
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+export JUPYTER_PLATFORM_DIRS := 1
+
+PYTEST := $(PY) -m pytest
+NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+
+.PHONY: book test venv execute run bench clean test-unit test-smoke test-nbval test-build
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+venv: $(STAMP)
+
+book: $(STAMP)
+	$(PY) -m tests.booktools build $(if $(EXECUTE),--execute)
+
+# Four stages; each runs even if an earlier one failed, and `make test` fails if any did.
+test: $(STAMP)
+	@rm -rf _build/timings; start=$$(date +%s); fail=0; \
+	for stage in test-unit test-smoke test-nbval test-build; do \
+	  echo "=== make $$stage"; $(MAKE) --no-print-directory $$stage || { fail=1; echo "=== make $$stage FAILED"; }; \
+	done; \
+	echo "=== timings"; $(PY) -m tests.booktools timings; \
+	echo "make test: $$(( $$(date +%s) - start )) s in all, $$([ $$fail = 0 ] && echo passed || echo FAILED)"; \
+	exit $$fail
+
+# 1. unit tests of kernels/ and of the test plumbing (exit 5 = no tests collected is not a failure)
+test-unit: $(STAMP)
+	BOOK_STAGE=unit $(PYTEST) tests --ignore=tests/test_chapters.py -q -n $(JOBS) || [ $$? -eq 5 ]
+
+# 2. every chapter through papermill at SCALE="smoke"; glued claim values present; bad SCALE fails fast
+test-smoke: $(STAMP)
+	BOOK_STAGE=smoke $(PYTEST) tests/test_chapters.py -q -n $(JOBS)
+
+# 3. nbval: re-execute every chapter at its committed SCALE="book", compare outputs, claims asserted.
+#    The appendix measures the machine, so it runs alone first; the chapters then run two at a time.
+test-nbval: $(STAMP)
+	@fail=0; \
+	appendix=$$($(PY) -m tests.booktools chapters | grep '^book/appendix/' || true); \
+	if [ -n "$$appendix" ]; then BOOK_STAGE=nbval-appendix $(PYTEST) $$appendix $(NBVAL) -q || fail=1; fi; \
+	chapters=$$($(PY) -m tests.booktools chapters | grep -v '^book/appendix/' || true); \
+	if [ -n "$$chapters" ]; then BOOK_STAGE=nbval $(PYTEST) $$chapters $(NBVAL) -q -n $(JOBS) --dist loadfile || fail=1; fi; \
+	exit $$fail
+
+# 4. strict build: a broken cross-reference, glue key or toc entry is an error
+test-build: $(STAMP)
+	$(PY) -m tests.booktools build --record
+
+execute: $(STAMP)
+	$(PY) -m tests.booktools execute $(NB)
+
+run: $(STAMP)
+	@test -n "$(NB)" || { echo 'usage: make run NB=book/<chapter>.ipynb P="SCALE=paper SEED=1"'; exit 2; }
+	$(PY) -m tests.booktools run $(NB) $(P)
+
+bench: $(STAMP)
+	$(PY) -m kernels.bench
+
+clean:
+	rm -rf _build

@@ -1,0 +1,252 @@
+"""Side-by-side timing of two or more callables in one process: the harness behind every chapter's
+"Kernel spotlight" cell and behind ``make bench``.
+
+Method (what makes the ratios fair on a noisy, shared 2-core machine):
+
+1. warm-up: every callable runs ``warmup`` times first (allocator, caches, lazy init, oneDNN primitives);
+2. calibration: each callable gets its own ``number`` of calls per sample, so that one sample lasts at
+   least ``min_sample_s`` and timer resolution does not matter;
+3. interleaving: samples are taken in rounds, one sample of every callable per round, with the order
+   rotated each round, so that slow drift of the machine (another process, thermal state) hits every
+   callable alike instead of whichever happened to run last;
+4. statistics: the median per-call time over rounds, with min and max; ratios are ratios of medians.
+
+Given the work per call (``flops`` and/or ``bytes_moved``) the table also reports GFLOP/s and GB/s, and,
+given the machine's limits from ``kernels.roofline``, the fraction of peak each achieves (the roofline
+of Williams, Waterman & Patterson, CACM 2009: attainable = min(peak, intensity x bandwidth)).
+
+``python -m kernels.bench`` runs every ``bench_cases(quick)`` that a module of this package defines and
+prints one table per case plus a summary: that is ``make bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import pkgutil
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from kernels.repro import format_table
+
+
+@dataclass
+class Timing:
+    """Per-call times (seconds) of one callable, one sample per round."""
+
+    name: str
+    samples: list[float]
+    number: int
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def min(self) -> float:
+        return min(self.samples)
+
+    @property
+    def max(self) -> float:
+        return max(self.samples)
+
+
+@dataclass
+class Comparison:
+    """The result of :func:`compare`: timings in input order, and the work each call does."""
+
+    title: str
+    timings: list[Timing]
+    baseline: str
+    flops: dict[str, float] = field(default_factory=dict)
+    bytes_moved: dict[str, float] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Timing:
+        for t in self.timings:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def speedup(self, name: str, over: str | None = None) -> float:
+        """How many times faster ``name`` is than ``over`` (default: the baseline), by medians."""
+        return self[over or self.baseline].median / self[name].median
+
+    def gflops(self, name: str) -> float | None:
+        return self.flops[name] / self[name].median / 1e9 if name in self.flops else None
+
+    def gbs(self, name: str) -> float | None:
+        return self.bytes_moved[name] / self[name].median / 1e9 if name in self.bytes_moved else None
+
+    def table(self, peak_gflops: float | None = None, mem_bw_gbs: float | None = None) -> str:
+        """Plain-text table; with the machine's limits, also the fraction of peak compute/bandwidth."""
+        header = ["callable", "median", "min-max", f"speed-up vs {self.baseline}"]
+        has_f, has_b = bool(self.flops), bool(self.bytes_moved)
+        if has_f:
+            header += ["GFLOP/s"] + (["% peak"] if peak_gflops else [])
+        if has_b:
+            header += ["GB/s"] + (["% bw"] if mem_bw_gbs else [])
+        rows = []
+        for t in self.timings:
+            row = [t.name, fmt_time(t.median), f"{fmt_time(t.min)}-{fmt_time(t.max)}",
+                   f"{self.speedup(t.name):.2f}x"]
+            if has_f:
+                g = self.gflops(t.name)
+                row.append("" if g is None else f"{g:.3g}")
+                if peak_gflops:
+                    row.append("" if g is None else f"{100 * g / peak_gflops:.0f}%")
+            if has_b:
+                b = self.gbs(t.name)
+                row.append("" if b is None else f"{b:.3g}")
+                if mem_bw_gbs:
+                    row.append("" if b is None else f"{100 * b / mem_bw_gbs:.0f}%")
+            rows.append(row)
+        title = f"{self.title}\n" if self.title else ""
+        return title + format_table(header, rows)
+
+
+def fmt_time(seconds: float) -> str:
+    """Seconds with an SI unit at 3 significant digits: 1.23 us, 45.6 ms, ..."""
+    if not math.isfinite(seconds):
+        return str(seconds)
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):
+        if abs(seconds) >= scale or unit == "ns":
+            return f"{seconds / scale:.3g} {unit}"
+    raise AssertionError("unreachable")
+
+
+def _per_name(arg: float | Mapping[str, float] | None, names: Sequence[str], argname: str) -> dict[str, float]:
+    if arg is None:
+        return {}
+    if isinstance(arg, Mapping):
+        unknown = set(arg) - set(names)
+        if unknown:
+            raise ValueError(f"{argname}: keys must name callables {list(names)}; received unknown {sorted(unknown)}")
+        out = dict(arg)
+    else:
+        out = {n: arg for n in names}
+    for k, v in out.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
+            raise ValueError(f"{argname}[{k!r}]: expected a positive number, received {v!r}")
+    return {k: float(v) for k, v in out.items()}
+
+
+def compare(fns: Mapping[str, Callable[[], Any]], *, baseline: str | None = None, repeat: int = 15,
+            warmup: int = 2, min_sample_s: float = 0.01, max_number: int = 1_000_000,
+            flops: float | Mapping[str, float] | None = None,
+            bytes_moved: float | Mapping[str, float] | None = None,
+            title: str = "", sync: Callable[[], Any] | None = None,
+            timer: Callable[[], float] = time.perf_counter) -> Comparison:
+    """Time every callable in ``fns`` (no arguments) side by side; see the module docstring.
+
+    ``baseline`` (default: the first callable) is what speed-ups are relative to. ``flops`` and
+    ``bytes_moved`` are the work of one call, a single number for all or a dict per callable. ``sync``
+    is called before reading the clock (e.g. ``torch.cuda.synchronize`` at paper scale on a GPU).
+    """
+    if not isinstance(fns, Mapping) or len(fns) < 1:
+        raise ValueError(f"fns: expected a non-empty mapping name -> callable, received {type(fns).__name__}")
+    names = list(fns)
+    for n, f in fns.items():
+        if not callable(f):
+            raise ValueError(f"fns[{n!r}]: expected a callable, received {type(f).__name__}")
+    if baseline is None:
+        baseline = names[0]
+    if baseline not in fns:
+        raise ValueError(f"baseline: expected one of {names}, received {baseline!r}")
+    for argname, v, lo in (("repeat", repeat, 1), ("warmup", warmup, 0), ("max_number", max_number, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"{argname}: expected an int >= {lo}, received {v!r}")
+    if not min_sample_s >= 0:
+        raise ValueError(f"min_sample_s: expected a number >= 0, received {min_sample_s!r}")
+    flops_d = _per_name(flops, names, "flops")
+    bytes_d = _per_name(bytes_moved, names, "bytes_moved")
+    done = sync or (lambda: None)
+
+    def run(f: Callable[[], Any], number: int) -> float:
+        done()
+        t0 = timer()
+        for _ in range(number):
+            f()
+        done()
+        return timer() - t0
+
+    for _ in range(warmup):
+        for n in names:
+            fns[n]()
+    numbers = {}
+    for n in names:  # calibrate: enough calls that one sample lasts >= min_sample_s
+        one = run(fns[n], 1)
+        numbers[n] = 1 if one >= min_sample_s else min(max_number, max(1, math.ceil(min_sample_s / max(one, 1e-9))))
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeat):
+        k = r % len(names)
+        for n in names[k:] + names[:k]:  # rotate the order each round
+            samples[n].append(run(fns[n], numbers[n]) / numbers[n])
+    timings = [Timing(n, samples[n], numbers[n]) for n in names]
+    return Comparison(title, timings, baseline, flops_d, bytes_d)
+
+
+@dataclass
+class Case:
+    """One benchmark of ``make bench``: the arguments of :func:`compare`."""
+
+    title: str
+    fns: Mapping[str, Callable[[], Any]]
+    baseline: str | None = None
+    flops: float | Mapping[str, float] | None = None
+    bytes_moved: float | Mapping[str, float] | None = None
+
+
+def run_case(case: Case, *, quick: bool = False, prefix: str = "") -> Comparison:
+    """Time one :class:`Case` with the book's standard settings (few, short rounds when ``quick``)."""
+    return compare(case.fns, baseline=case.baseline, flops=case.flops, bytes_moved=case.bytes_moved,
+                   title=prefix + case.title, repeat=3 if quick else 15, min_sample_s=0.001 if quick else 0.02)
+
+
+def discover(only: Sequence[str] = ()) -> list[tuple[str, Callable[[bool], list[Case]]]]:
+    """Every ``kernels.<module>.bench_cases`` (module names in ``only``, if given)."""
+    import kernels
+
+    found = []
+    for info in sorted(pkgutil.iter_modules(kernels.__path__), key=lambda i: i.name):
+        if info.name.startswith("_") or (only and info.name not in only):
+            continue
+        mod = importlib.import_module(f"kernels.{info.name}")
+        if callable(getattr(mod, "bench_cases", None)):
+            found.append((info.name, mod.bench_cases))
+    missing = set(only) - {name for name, _ in found}
+    if missing:
+        raise ValueError(f"only: no bench_cases in kernels modules {sorted(missing)}")
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kernels.bench", description="The book's kernel benchmark table.")
+    parser.add_argument("--quick", action="store_true", help="small sizes and few rounds (used by the tests)")
+    parser.add_argument("--only", nargs="*", default=[], help="module names, e.g. roofline")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    from kernels import repro, roofline
+
+    repro.setup(0, threads=args.threads)
+    limits = roofline.quick_limits(quick=args.quick)
+    print(f"machine: {roofline.cpu_info()['summary']}; torch threads: {args.threads}")
+    print(f"limits (quick probe): {limits['peak_gflops']:.3g} GFLOP/s fp32 matmul, "
+          f"{limits['mem_bw_gbs']:.3g} GB/s triad, {limits['op_overhead_us']:.3g} us per small op\n")
+    summary = []
+    for modname, cases in discover(args.only):
+        for case in cases(args.quick):
+            res = run_case(case, quick=args.quick, prefix=f"[{modname}] ")
+            print(res.table(limits["peak_gflops"], limits["mem_bw_gbs"]) + "\n")
+            for t in res.timings:
+                if t.name != res.baseline:
+                    summary.append([modname, case.title, f"{t.name} vs {res.baseline}", f"{res.speedup(t.name):.2f}x"])
+    print(format_table(["kernel", "case", "comparison", "speed-up"], summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

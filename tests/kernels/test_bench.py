@@ -1,0 +1,123 @@
+"""kernels.bench: the harness (warm-up, calibration, interleaving, statistics, ratios), never timings.
+
+A fake clock that only the callables advance makes every number exact.
+"""
+
+import pytest
+
+from kernels import bench
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+        self.log = []
+
+    def __call__(self):
+        return self.now
+
+    def fn(self, name, cost):
+        def f():
+            self.log.append(name)
+            self.now += cost
+        return f
+
+
+def test_medians_and_ratios_are_exact_with_a_fake_clock():
+    clk = FakeClock()
+    res = bench.compare({"slow": clk.fn("slow", 3.0), "fast": clk.fn("fast", 1.0)},
+                        repeat=5, min_sample_s=0.0, timer=clk)
+    assert res.baseline == "slow"
+    assert res["slow"].median == 3.0 and res["fast"].median == 1.0
+    assert res["fast"].min == res["fast"].max == 1.0
+    assert res.speedup("fast") == pytest.approx(3.0)
+    assert res.speedup("slow", over="fast") == pytest.approx(1 / 3)
+    assert len(res["slow"].samples) == 5
+
+
+def test_warmup_calibration_and_rotated_interleaving_order():
+    clk = FakeClock()
+    fns = {n: clk.fn(n, 1.0) for n in "abc"}
+    bench.compare(fns, repeat=3, warmup=2, min_sample_s=0.0, timer=clk)
+    warm, calib, rounds = clk.log[:6], clk.log[6:9], clk.log[9:]
+    assert warm == list("abcabc")
+    assert calib == list("abc")
+    assert rounds == list("abc") + list("bca") + list("cab")
+
+
+def test_calibration_gives_each_callable_enough_calls_per_sample():
+    clk = FakeClock()
+    res = bench.compare({"tiny": clk.fn("tiny", 0.001), "big": clk.fn("big", 0.5)},
+                        repeat=2, warmup=0, min_sample_s=0.01, timer=clk)
+    assert res["tiny"].number == 10 and res["big"].number == 1
+    assert res["tiny"].median == pytest.approx(0.001)  # per-call time, not per-sample
+    assert clk.log.count("tiny") == 1 + 2 * 10
+
+
+def test_median_is_robust_to_one_outlier_round():
+    clk = FakeClock()
+    costs = iter([1.0] + [1.0, 1.0, 100.0, 1.0, 1.0])  # calibration call, then 5 rounds
+    def f():
+        clk.now += next(costs)
+    res = bench.compare({"f": f}, repeat=5, warmup=0, min_sample_s=0.0, timer=clk)
+    assert res["f"].median == 1.0 and res["f"].max == 100.0
+
+
+def test_sync_is_called_around_every_sample():
+    clk, calls = FakeClock(), []
+    bench.compare({"a": clk.fn("a", 1.0)}, repeat=4, warmup=0, min_sample_s=0.0, timer=clk,
+                  sync=lambda: calls.append(1))
+    assert len(calls) == 2 * (1 + 4)  # calibration + 4 samples, before and after each
+
+
+def test_table_reports_throughput_and_fraction_of_peak():
+    clk = FakeClock()
+    res = bench.compare({"naive": clk.fn("naive", 2.0), "fast": clk.fn("fast", 0.5)}, repeat=3,
+                        min_sample_s=0.0, timer=clk, flops=1e9, bytes_moved={"fast": 4e9}, title="demo")
+    assert res.gflops("fast") == pytest.approx(2.0) and res.gflops("naive") == pytest.approx(0.5)
+    assert res.gbs("fast") == pytest.approx(8.0) and res.gbs("naive") is None
+    text = res.table(peak_gflops=4.0, mem_bw_gbs=16.0)
+    lines = text.splitlines()
+    assert lines[0] == "demo"
+    assert "speed-up vs naive" in lines[1] and "% peak" in lines[1] and "% bw" in lines[1]
+    fast = next(line for line in lines if line.startswith("fast"))
+    assert "4.00x" in fast and "50%" in fast and "500 ms" in fast
+
+
+@pytest.mark.parametrize("seconds, text", [(2.5, "2.5 s"), (0.0123, "12.3 ms"), (4.56e-6, "4.56 us"),
+                                           (7e-9, "7 ns"), (0.0, "0 ns")])
+def test_fmt_time(seconds, text):
+    assert bench.fmt_time(seconds) == text
+
+
+def test_bad_input_names_the_argument():
+    f = lambda: None
+    with pytest.raises(ValueError, match="fns"):
+        bench.compare({})
+    with pytest.raises(ValueError, match=r"fns\['x'\]"):
+        bench.compare({"x": 3})
+    with pytest.raises(ValueError, match="baseline"):
+        bench.compare({"a": f}, baseline="b")
+    with pytest.raises(ValueError, match="repeat"):
+        bench.compare({"a": f}, repeat=0)
+    with pytest.raises(ValueError, match="warmup"):
+        bench.compare({"a": f}, warmup=-1)
+    with pytest.raises(ValueError, match="min_sample_s"):
+        bench.compare({"a": f}, min_sample_s=-1.0)
+    with pytest.raises(ValueError, match="flops"):
+        bench.compare({"a": f}, flops={"b": 1.0})
+    with pytest.raises(ValueError, match="bytes_moved"):
+        bench.compare({"a": f}, bytes_moved=0)
+
+
+def test_discover_finds_the_roofline_cases_and_rejects_unknown_modules():
+    names = [name for name, _ in bench.discover()]
+    assert "roofline" in names
+    with pytest.raises(ValueError, match="only"):
+        bench.discover(["no_such_module"])
+
+
+def test_make_bench_entry_point_runs_quickly(capsys):
+    assert bench.main(["--quick", "--only", "roofline"]) == 0
+    out = capsys.readouterr().out
+    assert "[roofline] fp32 matmul" in out and "torch vs numpy" in out and "speed-up" in out
