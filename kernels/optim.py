@@ -244,23 +244,29 @@ def transformer_like_params(d_model: int = 256, layers: int = 6, vocab: int = 10
     return params
 
 
-def bench_cases(quick: bool = False) -> list:
-    """``make bench``: one optimizer step, Adam++ (fused, reference) and AdaGrad++ against torch's Adam."""
+def step_benchmark(d_model: int = 256, layers: int = 6, vocab: int = 1024) -> tuple[Any, dict[str, Optimizer]]:
+    """The kernel spotlight's workload: one ``Case`` timing a step of each optimizer over the same
+    transformer-like parameters (speed-ups relative to fused Adam, bytes as streams of the model size:
+    Adam reads x, g, m, v and writes x, m, v; the ++ methods also read x and x_0 for the distance), and the
+    optimizers themselves, for their state size."""
     from kernels.bench import Case
 
-    cases = []
-    for layers in ((1,) if quick else (6,)):
-        params = transformer_like_params(d_model=64 if quick else 256, layers=layers, vocab=256 if quick else 1024)
-        n = sum(p.numel() for p in params)
-        opts = {
-            "Adam fused": torch.optim.Adam(params, lr=1e-3, fused=True),
-            "Adam foreach": torch.optim.Adam(params, lr=1e-3, foreach=True),
-            "Adam++ fused": AdamPP(params),
-            "Adam++ reference": AdamPP(params, impl="reference"),
-            "AdaGrad++ fused": AdaGradPP(params),
-        }
-        streams = {"Adam fused": 7, "Adam foreach": 7, "Adam++ fused": 9, "Adam++ reference": 9, "AdaGrad++ fused": 9}
-        cases.append(Case(f"optimizer step, {len(params)} tensors / {n / 1e6:.2f}M fp32 parameters",
-                          {k: o.step for k, o in opts.items()}, baseline="Adam fused",
-                          bytes_moved={k: 4.0 * n * s for k, s in streams.items()}))
-    return cases
+    params = transformer_like_params(d_model, layers, vocab)
+    n = sum(p.numel() for p in params)
+    opts: dict[str, Optimizer] = {
+        "Adam fused": torch.optim.Adam(params, lr=1e-3, fused=True),
+        "Adam foreach": torch.optim.Adam(params, lr=1e-3, foreach=True),
+        "Adam++ fused": AdamPP(params),
+        "Adam++ reference": AdamPP(params, impl="reference"),
+        "AdaGrad++ fused": AdaGradPP(params),
+    }
+    streams = {name: 9 if "++" in name else 7 for name in opts}
+    case = Case(f"optimizer step, {len(params)} tensors / {n / 1e6:.2f}M fp32 parameters",
+                {k: o.step for k, o in opts.items()}, baseline="Adam fused",
+                bytes_moved={k: 4.0 * n * s for k, s in streams.items()})
+    return case, opts
+
+
+def bench_cases(quick: bool = False) -> list:
+    """``make bench``: one optimizer step, Adam++ (fused, reference) and AdaGrad++ against torch's Adam."""
+    return [step_benchmark(*((64, 1, 256) if quick else (256, 6, 1024)))[0]]

@@ -132,7 +132,12 @@ def round_sig(x: float, digits: int = GLUE_DIGITS) -> float:
 
 @dataclass(frozen=True)
 class Claim:
-    """One asserted claim: ``measured <op> threshold``."""
+    """One claim: ``measured <op> threshold``.
+
+    ``expected="fail"`` records a paper claim that this chapter found *not* to reproduce: it is shown in the
+    table as such, and the check asserts that it still fails, so that a change which makes it reproduce
+    (or a bug that hid the failure) is noticed and the chapter's text updated.
+    """
 
     name: str
     paper: str
@@ -140,14 +145,22 @@ class Claim:
     op: str
     threshold: float
     fmt: str = ".3g"
+    expected: str = "hold"
 
     @property
     def holds(self) -> bool:
         # NaN compares False with everything, so a NaN measurement never holds.
         return bool(OPS[self.op](self.measured, self.threshold))
 
+    @property
+    def as_expected(self) -> bool:
+        return self.holds == (self.expected == "hold")
+
     def describe(self) -> str:
-        return f"{self.name}: measured {self.measured:{self.fmt}}, needs {self.op} {self.threshold:{self.fmt}}"
+        text = f"{self.name}: measured {self.measured:{self.fmt}}, needs {self.op} {self.threshold:{self.fmt}}"
+        if self.expected == "fail":
+            text += " -- reported as NOT reproducing, but it now holds: update the chapter"
+        return text
 
 
 class Claims:
@@ -170,8 +183,14 @@ class Claims:
         self._glue = glue
         self.claims: list[Claim] = []
 
-    def add(self, name: str, paper: str, measured: float, op: str, threshold: float, fmt: str = ".3g") -> Claim:
-        """Record one claim. ``name`` becomes the glue key, so it must be a Python identifier."""
+    def add(self, name: str, paper: str, measured: float, op: str, threshold: float, fmt: str = ".3g",
+            expected: str = "hold") -> Claim:
+        """Record one claim. ``name`` becomes the glue key, so it must be a Python identifier.
+
+        ``expected="fail"`` marks a paper claim that does not reproduce here (see :class:`Claim`).
+        """
+        if expected not in ("hold", "fail"):
+            raise ValueError(f"expected: expected 'hold' or 'fail', received {expected!r}")
         if not isinstance(name, str) or not name.isidentifier():
             raise ValueError(f"name: expected an identifier usable as a glue key, received {name!r}")
         if any(c.name == name for c in self.claims):
@@ -184,18 +203,24 @@ class Claims:
             raise ValueError(f"measured/threshold: expected real numbers, received {measured!r} and {threshold!r}") from exc
         if math.isnan(threshold_f):
             raise ValueError(f"threshold: expected a number, received nan for claim {name!r}")
-        claim = Claim(name, str(paper), measured_f, op, threshold_f, fmt)
+        claim = Claim(name, str(paper), measured_f, op, threshold_f, fmt, expected)
         self.claims.append(claim)
         return claim
 
     def table(self) -> str:
-        rows = [[c.name, c.paper, f"{c.measured:{c.fmt}}", f"{c.op} {c.threshold:{c.fmt}}",
-                 "yes" if c.holds else "NO"] for c in self.claims]
+        def verdict(c: Claim) -> str:
+            if c.expected == "fail":
+                return "no (does not reproduce)" if not c.holds else "YES (reported as failing)"
+            return "yes" if c.holds else "NO"
+
+        rows = [[c.name, c.paper, f"{c.measured:{c.fmt}}", f"{c.op} {c.threshold:{c.fmt}}", verdict(c)]
+                for c in self.claims]
         return format_table(["claim", "paper", "this chapter", "threshold", "holds"], rows)
 
     @property
     def failed(self) -> list[Claim]:
-        return [c for c in self.claims if not c.holds]
+        """Claims whose outcome differs from the expected one."""
+        return [c for c in self.claims if not c.as_expected]
 
     def values(self) -> dict[str, float]:
         """Measured values rounded as they are glued."""
@@ -217,7 +242,9 @@ class Claims:
         for name, value in self.values().items():
             glue(name, value, display=False)
         failed = self.failed
-        print(f"{len(self.claims) - len(failed)} of {len(self.claims)} claims hold")
+        n_fail = sum(c.expected == "fail" for c in self.claims)
+        print(f"{len(self.claims) - len(failed)} of {len(self.claims)} claims as expected"
+              + (f" ({n_fail} reported as not reproducing)" if n_fail else ""))
         if failed and self.scale in self.assert_at:
             raise AssertionError(f"{len(failed)} claim(s) failed at SCALE={self.scale!r}:\n"
                                  + "\n".join("  " + c.describe() for c in failed))

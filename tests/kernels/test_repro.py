@@ -97,7 +97,7 @@ def test_claims_all_hold_prints_table_and_glues_rounded_values(capsys):
     assert claims.check() == []
     out = capsys.readouterr().out
     assert "asserted" in out and "speedup" in out and "5-30x" in out and "7.12" in out and ">= 4" in out
-    assert "2 of 2 claims hold" in out
+    assert "2 of 2 claims as expected" in out
     assert glued == {"speedup": (7.123, False), "error": (0.001235, False)}
 
 
@@ -158,3 +158,19 @@ def test_pick_device_bad_input():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="cuda"):
             repro.pick_device("cuda", "paper")
+
+
+def test_expected_failure_is_shown_and_asserted_to_still_fail(capsys):
+    claims, glued = _claims("book")
+    claims.add("ok", "p", 2.0, ">=", 1.0)
+    claims.add("gap", "within one decade", 3.4, "<=", 1.0, expected="fail")
+    assert claims.check() == []
+    out = capsys.readouterr().out
+    assert "no (does not reproduce)" in out and "1 reported as not reproducing" in out
+    assert glued["gap"] == (3.4, False)
+    claims2, _ = _claims("book")
+    claims2.add("gap", "within one decade", 0.5, "<=", 1.0, expected="fail")
+    with pytest.raises(AssertionError, match="reported as NOT reproducing, but it now holds"):
+        claims2.check()
+    with pytest.raises(ValueError, match="expected"):
+        claims2.add("x", "p", 1.0, ">=", 0.0, expected="maybe")
