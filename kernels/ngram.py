@@ -1,0 +1,189 @@
+"""Hashed n-gram input embeddings: Over-Encoding (Huang et al., "Over-Tokenized Transformer: Vocabulary is
+Generally Worth Scaling", ICML 2025, arXiv 2501.16975, Eqs. 1-5 and Appendix A).
+
+With base tokens x_i in [0, V) and zeros before the sequence start, the order-j n-gram code at position i is
+
+    c_j(i) = x_i + x_{i-1} V + ... + x_{i-j+1} V^{j-1}                                       (Eq. 1)
+
+(current token least significant; causal). Over-Encoding with largest order n and k slices per order has
+G = k (n - 1) hashed tables; table iota = (j - 2) k + s has modulus and row count M_iota = m + 2 iota, width
+d_s = D / G, and a projection W_iota in R^{d_s x D}:
+
+    h_iota(i) = c_j(i) mod M_iota                                                             (Eq. 3)
+    e_i = ( E_0[x_i] + sum_iota E_iota[h_iota(i)] W_iota ) / (1 + G)                          (Eq. 5, App. A)
+
+Ids are computed by modular Horner, ((c mod M) + x V^{j-1} mod M) mod M, so no intermediate exceeds
+M * V < 2^63 and there is no int64 overflow for any n. The fast embedding keeps all tables in **one flat
+table** (row offsets sum_{<iota} M) and all projections in **one** Linear(G d_s -> D) (the block-stacked W,
+biases summed): one gather and one GEMM instead of G of each. ``NaiveOverEncoding`` is the Appendix-A form
+(G Embeddings and G Linears) used as the test reference.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def _int(name: str, value: object, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ValueError(f"{name}: expected an int >= {lo}, received {value!r}")
+    return value
+
+
+def ngram_moduli(m: int, n: int, k: int) -> list[int]:
+    """M_iota = m + 2 iota for the G = k (n - 1) tables (Appendix A)."""
+    _int("m", m, 1)
+    _int("n", n, 2)
+    _int("k", k, 1)
+    return [m + 2 * i for i in range(k * (n - 1))]
+
+
+def _check_tokens(tokens: Tensor, vocab: int) -> None:
+    if not isinstance(tokens, Tensor) or tokens.dtype != torch.int64 or tokens.ndim != 2:
+        got = f"{tuple(tokens.shape)} {tokens.dtype}" if isinstance(tokens, Tensor) else type(tokens).__name__
+        raise ValueError(f"tokens: expected an int64 tensor of shape [B, T], received {got}")
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab):
+        raise ValueError(f"tokens: expected ids in [0, {vocab}), received min {int(tokens.min())}, "
+                         f"max {int(tokens.max())}")
+
+
+def ngram_ids(tokens: Tensor, vocab: int, n: int, k: int, moduli: list[int]) -> Tensor:
+    """Row ids h_iota(i) of Eq. 3 for every position and table: int64 [B, T, G], G = k (n - 1).
+
+    ``moduli`` gives M_iota per table (normally :func:`ngram_moduli`; a chapter may override them, e.g. with
+    multiples of V for the hash-conflict control).
+    """
+    _int("vocab", vocab, 2)
+    _int("n", n, 2)
+    _int("k", k, 1)
+    _check_tokens(tokens, vocab)
+    G = k * (n - 1)
+    if not isinstance(moduli, (list, tuple)) or len(moduli) != G or any(_int("moduli[]", M, 1) * vocab >= 2**62 for M in moduli):
+        raise ValueError(f"moduli: expected {G} ints >= 1 with M * vocab < 2**62, received {moduli!r}")
+    mods = torch.tensor(moduli, dtype=torch.int64, device=tokens.device).view(n - 1, k)  # [order, slice]
+    return torch.cat([_code_mod(tokens, vocab, j, mods[j - 2]) for j in range(2, n + 1)], dim=-1)
+
+
+def _code_mod(tokens: Tensor, vocab: int, j: int, M: Tensor) -> Tensor:
+    """c_j(i) mod M for a vector of moduli M [k] -> [B, T, k] (Eqs. 1 and 3), by modular Horner from the
+    oldest of the j most recent tokens to the current one: acc <- (acc (V mod M) + x) mod M < M."""
+    T = tokens.shape[1]
+    acc = torch.zeros(*tokens.shape, M.numel(), dtype=torch.int64, device=tokens.device)
+    for shift in range(j - 1, -1, -1):
+        prev = torch.nn.functional.pad(tokens, (shift, 0))[:, :T]     # x_{i-shift}, zeros before the start
+        acc = (acc * (vocab % M) + prev.unsqueeze(-1)) % M
+    return acc
+
+
+def ngram_ids_reference(tokens: Tensor, vocab: int, n: int, k: int, moduli: list[int]) -> Tensor:
+    """Slow, obvious oracle: exact Python integers for Eq. 1, then mod M_iota."""
+    B, T = tokens.shape
+    G = k * (n - 1)
+    out = torch.empty(B, T, G, dtype=torch.int64)
+    x = tokens.tolist()
+    for b in range(B):
+        for i in range(T):
+            for j in range(2, n + 1):
+                c = sum((x[b][i - a] if i - a >= 0 else 0) * vocab**a for a in range(j))
+                for s in range(k):
+                    iota = (j - 2) * k + s
+                    out[b, i, iota] = c % moduli[iota]
+    return out
+
+
+class OverEncoding(nn.Module):
+    """Eq. 5: token embedding plus G hashed n-gram embeddings, one flat table and one projection."""
+
+    def __init__(self, vocab: int, dim: int, n: int = 3, k: int = 1, m: int = 16381,
+                 moduli: list[int] | None = None, sparse: bool = False) -> None:
+        super().__init__()
+        self.vocab, self.dim, self.n, self.k = _int("vocab", vocab, 2), _int("dim", dim, 1), _int("n", n, 2), _int("k", k, 1)
+        self.G = k * (n - 1)
+        if dim % self.G:
+            raise ValueError(f"dim: expected a multiple of G = k (n - 1) = {self.G}, received {dim}")
+        self.moduli = list(moduli) if moduli is not None else ngram_moduli(m, n, k)
+        if len(self.moduli) != self.G:
+            raise ValueError(f"moduli: expected {self.G} values, received {len(self.moduli)}")
+        self.d_s = dim // self.G
+        self.wte = nn.Embedding(vocab, dim)                                  # E_0, tie it to the output head
+        # all E_iota, stacked; sparse=True gives a sparse gradient (only the rows looked up), for SparseAdam
+        self.table = nn.Embedding(sum(self.moduli), self.d_s, sparse=sparse)
+        self.proj = nn.Linear(self.G * self.d_s, dim)                        # all W_iota, block-stacked
+        self.register_buffer("offsets", torch.tensor([0] + self.moduli[:-1]).cumsum(0), persistent=False)
+        for t in (self.wte, self.table):
+            nn.init.normal_(t.weight, std=0.02)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        ids = ngram_ids(tokens, self.vocab, self.n, self.k, self.moduli) + self.offsets    # [B, T, G] flat rows
+        hashed = self.table(ids).flatten(-2)                                              # [B, T, G d_s]
+        return (self.wte(tokens) + self.proj(hashed)) / (1 + self.G)
+
+    def hashed_parameters(self) -> int:
+        return self.table.weight.numel()
+
+
+class NaiveOverEncoding(nn.Module):
+    """Appendix A as written: G separate tables and G projections (the test reference and benchmark baseline)."""
+
+    def __init__(self, vocab: int, dim: int, n: int = 3, k: int = 1, m: int = 16381,
+                 moduli: list[int] | None = None, sparse: bool = False) -> None:
+        super().__init__()
+        self.vocab, self.n, self.k, self.G = vocab, n, k, k * (n - 1)
+        self.moduli = list(moduli) if moduli is not None else ngram_moduli(m, n, k)
+        d_s = dim // self.G
+        self.wte = nn.Embedding(vocab, dim)
+        self.tables = nn.ModuleList(nn.Embedding(M, d_s, sparse=sparse) for M in self.moduli)
+        self.projs = nn.ModuleList(nn.Linear(d_s, dim) for _ in self.moduli)
+
+    @classmethod
+    def from_fast(cls, fast: OverEncoding) -> "NaiveOverEncoding":
+        """The same function as ``fast``, split back into G tables and G projections."""
+        naive = cls(fast.vocab, fast.dim, fast.n, fast.k, moduli=fast.moduli, sparse=fast.table.sparse)
+        with torch.no_grad():
+            naive.wte.weight.copy_(fast.wte.weight)
+            for i, (t, p) in enumerate(zip(naive.tables, naive.projs)):
+                lo = int(fast.offsets[i])
+                t.weight.copy_(fast.table.weight[lo:lo + fast.moduli[i]])
+                p.weight.copy_(fast.proj.weight[:, i * fast.d_s:(i + 1) * fast.d_s])
+                p.bias.copy_(fast.proj.bias if i == 0 else torch.zeros_like(p.bias))
+        return naive
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        _check_tokens(tokens, self.vocab)
+        x = self.wte(tokens)
+        T = tokens.shape[1]
+        code = tokens.clone()
+        for j in range(2, self.n + 1):
+            prev = torch.nn.functional.pad(tokens, (j - 1, 0))[:, :T]
+            code = code + prev * self.vocab ** (j - 1)                 # exact int64 (fine for small V, n)
+            for s in range(self.k):
+                i = (j - 2) * self.k + s
+                x = x + self.projs[i](self.tables[i](code % self.moduli[i]))
+        return x / (1 + self.G)
+
+
+def bench_cases(quick: bool = False) -> list:
+    """``make bench``: Over-Encoding forward+backward, fused vs Appendix-A naive vs one big nn.Embedding."""
+    from kernels.bench import Case
+
+    B, T, D = (8, 64, 64) if quick else (32, 64, 256)
+    cases = []
+    for n, k in ((3, 1), (3, 4)) if not quick else ((3, 1),):
+        m = 16381 if quick else 65521
+        fast = OverEncoding(256, D, n=n, k=k, m=m)
+        naive = NaiveOverEncoding.from_fast(fast)
+        rows = sum(fast.moduli)
+        big = nn.Embedding(rows, D)
+        tokens = torch.randint(1, 256, (B, T), generator=torch.Generator().manual_seed(0))
+        flat_ids = torch.randint(0, rows, (B, T), generator=torch.Generator().manual_seed(1))
+
+        def fwd_bwd(module: nn.Module, x: Tensor) -> None:
+            module.zero_grad(set_to_none=True)
+            module(x).sum().backward()
+
+        cases.append(Case(f"Over-Encoding n={n} k={k} (G={fast.G}), m={m}, D={D}, {B}x{T} tokens, forward+backward",
+                          {"naive (App. A)": lambda: fwd_bwd(naive, tokens), "fused": lambda: fwd_bwd(fast, tokens),
+                           f"nn.Embedding({rows}, {D})": lambda: fwd_bwd(big, flat_ids)},
+                          baseline="naive (App. A)"))
+    return cases
