@@ -200,10 +200,12 @@ class Case:
     bytes_moved: float | Mapping[str, float] | None = None
 
 
-def run_case(case: Case, *, quick: bool = False, prefix: str = "") -> Comparison:
-    """Time one :class:`Case` with the book's standard settings (few, short rounds when ``quick``)."""
+def run_case(case: Case, *, quick: bool = False, prefix: str = "", repeat: int | None = None) -> Comparison:
+    """Time one :class:`Case` with the book's standard settings (few, short rounds when ``quick``;
+    ``repeat`` overrides the number of rounds)."""
     return compare(case.fns, baseline=case.baseline, flops=case.flops, bytes_moved=case.bytes_moved,
-                   title=prefix + case.title, repeat=3 if quick else 15, min_sample_s=0.001 if quick else 0.02)
+                   title=prefix + case.title, repeat=repeat or (3 if quick else 15),
+                   min_sample_s=0.001 if quick else 0.02)
 
 
 def discover(only: Sequence[str] = ()) -> list[tuple[str, Callable[[bool], list[Case]]]]:

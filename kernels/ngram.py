@@ -164,17 +164,19 @@ class NaiveOverEncoding(nn.Module):
 
 
 def bench_cases(quick: bool = False) -> list:
-    """``make bench``: Over-Encoding forward+backward, fused vs Appendix-A naive vs one big nn.Embedding."""
+    """``make bench``: the Over-Encoding layer, forward+backward, Appendix-A naive vs fused vs one
+    ``nn.Embedding`` with as many rows as all hashed tables, with dense and with sparse table gradients."""
     from kernels.bench import Case
 
-    B, T, D = (8, 64, 64) if quick else (32, 64, 256)
+    B, T, m = (8, 64, 16381) if quick else (32, 64, 65521)
+    configs = [(64, 3, 1, False)] if quick else [(64, 3, 1, False), (64, 3, 1, True), (256, 3, 1, False),
+                                                 (256, 3, 1, True), (256, 3, 4, True)]
     cases = []
-    for n, k in ((3, 1), (3, 4)) if not quick else ((3, 1),):
-        m = 16381 if quick else 65521
-        fast = OverEncoding(256, D, n=n, k=k, m=m)
+    for D, n, k, sparse in configs:
+        fast = OverEncoding(256, D, n=n, k=k, m=m, sparse=sparse)
         naive = NaiveOverEncoding.from_fast(fast)
         rows = sum(fast.moduli)
-        big = nn.Embedding(rows, D)
+        big = nn.Embedding(rows, D, sparse=sparse)
         tokens = torch.randint(1, 256, (B, T), generator=torch.Generator().manual_seed(0))
         flat_ids = torch.randint(0, rows, (B, T), generator=torch.Generator().manual_seed(1))
 
@@ -182,8 +184,10 @@ def bench_cases(quick: bool = False) -> list:
             module.zero_grad(set_to_none=True)
             module(x).sum().backward()
 
-        cases.append(Case(f"Over-Encoding n={n} k={k} (G={fast.G}), m={m}, D={D}, {B}x{T} tokens, forward+backward",
-                          {"naive (App. A)": lambda: fwd_bwd(naive, tokens), "fused": lambda: fwd_bwd(fast, tokens),
-                           f"nn.Embedding({rows}, {D})": lambda: fwd_bwd(big, flat_ids)},
+        cases.append(Case(f"Over-Encoding G={fast.G}, D={D}, m={m}, {'sparse' if sparse else 'dense'} table grads, "
+                          f"{B}x{T} tokens, forward+backward",
+                          {"naive (App. A)": lambda naive=naive: fwd_bwd(naive, tokens),
+                           "fused": lambda fast=fast: fwd_bwd(fast, tokens),
+                           f"nn.Embedding({rows}, {D})": lambda big=big, ids=flat_ids: fwd_bwd(big, ids)},
                           baseline="naive (App. A)"))
     return cases
