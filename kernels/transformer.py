@@ -9,8 +9,15 @@ Block (Vaswani et al. 2017, pre-norm as in GPT-2/LLaMA):
     RoPE: (q_{2i}, q_{2i+1}) rotated by angle p * base^{-2i/d_h} at position p                      (Eq. 3)
 
 Attention goes through ``torch.nn.functional.scaled_dot_product_attention``; ``naive_attention`` is the
-explicit-softmax reference with the mask materialised. Positions are an explicit argument so that a
-static KV cache (decoding one token at position p) can be added without changing the block's API.
+explicit-softmax reference with the mask materialised. Three modes: bidirectional and causal over a whole
+sequence, and decoding with a KV cache, where the keys and values of earlier positions are kept so that a
+new token at position p only computes its own:
+
+    K_{<=p} = [K_{<p}; k_p],  V_{<=p} = [V_{<p}; v_p],  y_p = softmax(q_p K_{<=p}^T / sqrt(d_h)) V_{<=p}     (Eq. 4)
+
+``StaticKVCache`` preallocates [B, H, T_max, d_h] per layer and writes in place; ``CatKVCache`` grows by
+``torch.cat`` every step (the naive reference); ``generate_greedy`` decodes a batch with either, or with no
+cache at all (full recompute every step).
 """
 
 from __future__ import annotations
@@ -62,6 +69,55 @@ def naive_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
     return torch.softmax(scores, dim=-1) @ v
 
 
+class StaticKVCache:
+    """Preallocated keys and values, [B, H, max_len, d_h] per layer, written in place at the current position."""
+
+    def __init__(self, layers: int, batch: int, heads: int, max_len: int, head_dim: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> None:
+        for name, v in (("layers", layers), ("batch", batch), ("heads", heads), ("max_len", max_len), ("head_dim", head_dim)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: expected an int >= 1, received {v!r}")
+        shape = (batch, heads, max_len, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.batch, self.max_len, self.pos = batch, max_len, 0
+
+    def check(self, batch: int, new: int) -> None:
+        if batch != self.batch:
+            raise ValueError(f"tokens: batch {batch} does not match the cache's batch {self.batch}")
+        if self.pos + new > self.max_len:
+            raise ValueError(f"tokens: position {self.pos} + {new} new tokens exceeds the cache's max_len {self.max_len}")
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write k, v [B, H, t, d_h] at positions pos..pos+t-1 (Eq. 4) and return all keys/values so far."""
+        end = self.pos + k.shape[2]
+        self.k[layer][:, :, self.pos:end] = k
+        self.v[layer][:, :, self.pos:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def advance(self, new: int) -> None:
+        self.pos += new
+
+
+class CatKVCache(StaticKVCache):
+    """The naive cache: keys and values grown by ``torch.cat`` on every step (a new allocation each time)."""
+
+    def __init__(self, layers: int, batch: int, max_len: int) -> None:
+        self.k: list[Tensor | None] = [None] * layers
+        self.v: list[Tensor | None] = [None] * layers
+        self.batch, self.max_len, self.pos = batch, max_len, 0
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        self.k[layer] = k if self.k[layer] is None else torch.cat([self.k[layer], k], dim=2)
+        self.v[layer] = v if self.v[layer] is None else torch.cat([self.v[layer], v], dim=2)
+        return self.k[layer], self.v[layer]
+
+
+def _prefix_causal_mask(new: int, total: int, device: torch.device) -> Tensor:
+    """Boolean [new, total] mask: the i-th new token (at position total-new+i) sees positions <= its own."""
+    return torch.ones(new, total, dtype=torch.bool, device=device).tril(diagonal=total - new)
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
@@ -71,12 +127,22 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.out = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, x: Tensor, positions: Tensor, causal: bool = True, naive: bool = False) -> Tensor:
+    def forward(self, x: Tensor, positions: Tensor, causal: bool = True, naive: bool = False,
+                cache: StaticKVCache | None = None, layer: int = 0) -> Tensor:
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)   # [B, H, T, d_h]
         cos, sin = rope_angles(positions, self.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = naive_attention(q, k, v, causal) if naive else F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        if cache is not None:                                  # Eq. 4: attend over everything cached so far
+            k, v = cache.update(layer, k, v)
+        if naive:
+            y = naive_attention(q, k, v, causal)
+        elif not causal or k.shape[2] == T:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=causal and T > 1)
+        elif T == 1:                                           # one new token sees the whole cache: no mask
+            y = F.scaled_dot_product_attention(q, k, v)
+        else:                                                  # a chunk appended to a cache: offset causal mask
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=_prefix_causal_mask(T, k.shape[2], x.device))
         return self.out(y.transpose(1, 2).reshape(B, T, D))
 
 
@@ -95,8 +161,9 @@ class Block(nn.Module):
         self.norm1, self.attn = RMSNorm(dim), Attention(dim, heads)
         self.norm2, self.mlp = RMSNorm(dim), MLP(dim, mlp_ratio * dim)
 
-    def forward(self, x: Tensor, positions: Tensor, causal: bool = True, naive: bool = False) -> Tensor:
-        x = x + self.attn(self.norm1(x), positions, causal, naive)
+    def forward(self, x: Tensor, positions: Tensor, causal: bool = True, naive: bool = False,
+                cache: StaticKVCache | None = None, layer: int = 0) -> Tensor:
+        x = x + self.attn(self.norm1(x), positions, causal, naive, cache, layer)
         return x + self.mlp(self.norm2(x))
 
 
@@ -123,16 +190,89 @@ class TinyGPT(nn.Module):
             raise ValueError(f"embed: expected a token table of shape ({vocab}, {dim}), received {tuple(tied.weight.shape)}")
         self.head_weight = tied.weight
 
-    def forward(self, tokens: Tensor, causal: bool = True, naive: bool = False) -> Tensor:
+    def forward(self, tokens: Tensor, causal: bool = True, naive: bool = False,
+                cache: StaticKVCache | None = None) -> Tensor:
+        """Logits [B, T, vocab]. With ``cache``, ``tokens`` are the next T tokens after ``cache.pos``."""
         if tokens.dtype != torch.int64 or tokens.ndim != 2:
             raise ValueError(f"tokens: expected int64 [B, T], received {tuple(tokens.shape)} {tokens.dtype}")
-        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        start = 0
+        if cache is not None:
+            if not causal:
+                raise ValueError("cache: a KV cache only makes sense with causal attention (causal=True)")
+            cache.check(tokens.shape[0], tokens.shape[1])
+            start = cache.pos
+        positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
         x = self.embed(tokens)
-        for block in self.blocks:
-            x = block(x, positions, causal, naive)
+        for i, block in enumerate(self.blocks):
+            x = block(x, positions, causal, naive, cache, i)
+        if cache is not None:
+            cache.advance(tokens.shape[1])
         return self.norm(x) @ self.head_weight.t()
+
+    def new_cache(self, batch: int, max_len: int, kind: str = "static") -> StaticKVCache:
+        """An empty KV cache for this model: "static" (preallocated, in place) or "cat" (naive)."""
+        attn = self.blocks[0].attn
+        if kind == "static":
+            return StaticKVCache(len(self.blocks), batch, attn.heads, max_len, attn.head_dim,
+                                 dtype=self.head_weight.dtype, device=self.head_weight.device)
+        if kind == "cat":
+            return CatKVCache(len(self.blocks), batch, max_len)
+        raise ValueError(f"kind: expected 'static' or 'cat', received {kind!r}")
 
     def non_embedding_parameters(self) -> int:
         """Parameters outside the input tables (blocks, final norm, n-gram projections), the usual size measure."""
         tables = {id(p) for m in self.embed.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
         return sum(p.numel() for p in self.parameters() if id(p) not in tables)
+
+
+@torch.no_grad()
+def generate_greedy(model: TinyGPT, prompt: Tensor, steps: int, cache: str = "static") -> Tensor:
+    """Greedy decoding of ``steps`` tokens after ``prompt`` [B, T0] for the whole batch at once.
+
+    ``cache``: "static" (prefill the prompt, then one token per step into a preallocated cache), "cat" (the
+    same with a cache grown by torch.cat), or "none" (recompute the full prefix every step).
+    """
+    if prompt.dtype != torch.int64 or prompt.ndim != 2 or prompt.shape[1] < 1:
+        raise ValueError(f"prompt: expected int64 [B, T0] with T0 >= 1, received {tuple(prompt.shape)} {prompt.dtype}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps: expected an int >= 0, received {steps!r}")
+    if cache not in ("static", "cat", "none"):
+        raise ValueError(f"cache: expected 'static', 'cat' or 'none', received {cache!r}")
+    out = torch.empty(prompt.shape[0], prompt.shape[1] + steps, dtype=torch.int64, device=prompt.device)
+    out[:, :prompt.shape[1]] = prompt
+    T0 = prompt.shape[1]
+    if steps == 0:
+        return out
+    if cache == "none":
+        for t in range(steps):
+            out[:, T0 + t] = model(out[:, :T0 + t])[:, -1].argmax(-1)
+        return out
+    kv = model.new_cache(prompt.shape[0], T0 + steps, kind=cache)
+    logits = model(prompt, cache=kv)[:, -1]
+    for t in range(steps):
+        out[:, T0 + t] = logits.argmax(-1)
+        if t + 1 < steps:
+            logits = model(out[:, T0 + t:T0 + t + 1], cache=kv)[:, -1]
+    return out
+
+
+def bench_cases(quick: bool = False) -> list:
+    """``make bench``: naive vs SDPA attention; greedy generation with a static cache, a cat cache, no cache."""
+    from kernels.bench import Case
+
+    cases = []
+    g = torch.Generator().manual_seed(0)
+    for B, H, n, dh in ((128, 4, 32, 16), (1, 4, 512, 32)) if not quick else ((8, 4, 32, 16),):
+        q, k, v = (torch.randn(B, H, n, dh, generator=g) for _ in range(3))
+        cases.append(Case(f"causal attention B={B} H={H} n={n} d_h={dh}",
+                          {"naive (explicit mask)": lambda q=q, k=k, v=v: naive_attention(q, k, v, True),
+                           "SDPA": lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v, is_causal=True)}))
+    torch.manual_seed(0)
+    model = TinyGPT(64, 64, 2, 4).eval()
+    steps = 32 if quick else 256
+    prompt = torch.randint(0, 64, (8, 8), generator=g)
+    cases.append(Case(f"greedy generation of {steps} tokens, batch 8, 2-layer d=64 model",
+                      {"no cache (recompute)": lambda: generate_greedy(model, prompt, steps, cache="none"),
+                       "cat cache": lambda: generate_greedy(model, prompt, steps, cache="cat"),
+                       "static cache": lambda: generate_greedy(model, prompt, steps, cache="static")}))
+    return cases

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from kernels.transformer import RMSNorm, TinyGPT, apply_rope, naive_attention, rope_angles
+from kernels.transformer import RMSNorm, TinyGPT, apply_rope, generate_greedy, naive_attention, rope_angles
 from kernels.ngram import OverEncoding
 
 
@@ -74,3 +74,64 @@ def test_head_is_tied_to_the_token_table_also_under_over_encoding():
 def test_bad_input_names_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("kind", ["static", "cat"])
+@pytest.mark.parametrize("seed, prompt_len, new", [(0, 1, 12), (1, 5, 7), (2, 9, 1)])
+def test_decode_logits_equal_full_recompute(kind, seed, prompt_len, new):
+    torch.manual_seed(seed)
+    model = TinyGPT(37, 32, layers=2, heads=4).eval()
+    tokens = torch.randint(0, 37, (3, prompt_len + new))
+    full = model(tokens)
+    cache = model.new_cache(3, prompt_len + new, kind=kind)
+    with torch.no_grad():
+        parts = [model(tokens[:, :prompt_len], cache=cache)]
+        for t in range(prompt_len, prompt_len + new):
+            parts.append(model(tokens[:, t:t + 1], cache=cache))
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=1e-5, atol=1e-5)
+    assert cache.pos == prompt_len + new
+
+
+def test_chunked_prefill_into_a_cache_uses_an_offset_causal_mask():
+    torch.manual_seed(3)
+    model = TinyGPT(20, 16, 2, 2).eval()
+    tokens = torch.randint(0, 20, (2, 11))
+    cache = model.new_cache(2, 11)
+    with torch.no_grad():
+        out = torch.cat([model(tokens[:, :4], cache=cache), model(tokens[:, 4:9], cache=cache),
+                         model(tokens[:, 9:], cache=cache)], dim=1)
+    torch.testing.assert_close(out, model(tokens), rtol=1e-5, atol=1e-5)
+
+
+def test_static_cache_writes_in_place():
+    model = TinyGPT(20, 16, 1, 2).eval()
+    cache = model.new_cache(2, 6)
+    buffer = cache.k[0].data_ptr()
+    with torch.no_grad():
+        model(torch.zeros(2, 3, dtype=torch.int64), cache=cache)
+        model(torch.zeros(2, 1, dtype=torch.int64), cache=cache)
+    assert cache.k[0].data_ptr() == buffer and cache.k[0][:, :, 4:].abs().sum() == 0
+
+
+def test_greedy_generation_identical_with_and_without_cache():
+    torch.manual_seed(4)
+    model = TinyGPT(30, 32, 2, 4).eval()
+    prompt = torch.randint(0, 30, (5, 6))
+    outs = [generate_greedy(model, prompt, 20, cache=c) for c in ("none", "cat", "static")]
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+    assert torch.equal(outs[0][:, :6], prompt) and outs[0].shape == (5, 26)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda m: m(torch.zeros(2, 5, dtype=torch.int64), cache=m.new_cache(2, 4)), "exceeds the cache's max_len"),
+    (lambda m: m(torch.zeros(3, 1, dtype=torch.int64), cache=m.new_cache(2, 4)), "batch 3 does not match"),
+    (lambda m: m(torch.zeros(2, 1, dtype=torch.int64), causal=False, cache=m.new_cache(2, 4)), "causal"),
+    (lambda m: m.new_cache(2, 4, kind="paged"), "kind"),
+    (lambda m: m.new_cache(0, 4), "batch"),
+    (lambda m: generate_greedy(m, torch.zeros(2, 0, dtype=torch.int64), 3), "prompt"),
+    (lambda m: generate_greedy(m, torch.zeros(2, 2, dtype=torch.int64), -1), "steps"),
+    (lambda m: generate_greedy(m, torch.zeros(2, 2, dtype=torch.int64), 2, cache="paged"), "cache"),
+])
+def test_cache_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(TinyGPT(10, 16, 1, 2))
