@@ -24,18 +24,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-
-def _int(name: str, value: object, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise ValueError(f"{name}: expected an int >= {lo}, received {value!r}")
-    return value
+from kernels._validate import check_int
 
 
 def ngram_moduli(m: int, n: int, k: int) -> list[int]:
     """M_iota = m + 2 iota for the G = k (n - 1) tables (Appendix A)."""
-    _int("m", m, 1)
-    _int("n", n, 2)
-    _int("k", k, 1)
+    check_int("m", m, 1)
+    check_int("n", n, 2)
+    check_int("k", k, 1)
     return [m + 2 * i for i in range(k * (n - 1))]
 
 
@@ -54,12 +50,12 @@ def ngram_ids(tokens: Tensor, vocab: int, n: int, k: int, moduli: list[int]) -> 
     ``moduli`` gives M_iota per table (normally :func:`ngram_moduli`; a chapter may override them, e.g. with
     multiples of V for the hash-conflict control).
     """
-    _int("vocab", vocab, 2)
-    _int("n", n, 2)
-    _int("k", k, 1)
+    check_int("vocab", vocab, 2)
+    check_int("n", n, 2)
+    check_int("k", k, 1)
     _check_tokens(tokens, vocab)
     G = k * (n - 1)
-    if not isinstance(moduli, (list, tuple)) or len(moduli) != G or any(_int("moduli[]", M, 1) * vocab >= 2**62 for M in moduli):
+    if not isinstance(moduli, (list, tuple)) or len(moduli) != G or any(check_int("moduli[]", M, 1) * vocab >= 2**62 for M in moduli):
         raise ValueError(f"moduli: expected {G} ints >= 1 with M * vocab < 2**62, received {moduli!r}")
     mods = torch.tensor(moduli, dtype=torch.int64, device=tokens.device).view(n - 1, k)  # [order, slice]
     return torch.cat([_code_mod(tokens, vocab, j, mods[j - 2]) for j in range(2, n + 1)], dim=-1)
@@ -98,7 +94,7 @@ class OverEncoding(nn.Module):
     def __init__(self, vocab: int, dim: int, n: int = 3, k: int = 1, m: int = 16381,
                  moduli: list[int] | None = None, sparse: bool = False) -> None:
         super().__init__()
-        self.vocab, self.dim, self.n, self.k = _int("vocab", vocab, 2), _int("dim", dim, 1), _int("n", n, 2), _int("k", k, 1)
+        self.vocab, self.dim, self.n, self.k = check_int("vocab", vocab, 2), check_int("dim", dim, 1), check_int("n", n, 2), check_int("k", k, 1)
         self.G = k * (n - 1)
         if dim % self.G:
             raise ValueError(f"dim: expected a multiple of G = k (n - 1) = {self.G}, received {dim}")

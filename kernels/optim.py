@@ -39,6 +39,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from kernels._validate import check_int
+
 IMPLS = ("reference", "fused")
 
 
@@ -202,7 +204,7 @@ class AdamPP(Optimizer):
         self._step_tensor.fill_(float(n))
         st = [self.state[p] for p in ps]
         kernel = torch._fused_adamw_ if wd else torch._fused_adam_
-        kernel([p for p in ps], [p.grad for p in ps], [s["exp_avg"] for s in st], [s["exp_avg_sq"] for s in st],
+        kernel(ps, [p.grad for p in ps], [s["exp_avg"] for s in st], [s["exp_avg_sq"] for s in st],
                [s["max_exp_avg_sq"] for s in st] if group["amsgrad"] else [],
                [self._step_tensor] * len(ps), amsgrad=group["amsgrad"], lr=lr, beta1=k["beta1_t"],
                beta2=k["beta2_t"], weight_decay=k["step"] * wd / lr if wd else 0.0, eps=group["delta"] / root,
@@ -231,7 +233,7 @@ def transformer_like_params(d_model: int = 256, layers: int = 6, vocab: int = 10
     """About 50 tensors shaped like a small transformer (8 per layer + embedding + final norm), with
     random gradients attached: the benchmark workload (5.0M parameters at the defaults)."""
     for name, v in (("d_model", d_model), ("layers", layers), ("vocab", vocab)):
-        _check(name, v, isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an int >= 1")
+        check_int(name, v, 1)
     g = torch.Generator().manual_seed(seed)
     shapes = [(vocab, d_model)]
     for _ in range(layers):

@@ -28,21 +28,16 @@ from typing import Any, Iterator
 
 import torch
 
+from kernels._validate import check_int
 from kernels.bench import Case, compare
 
 STREAM_KINDS = ("copy", "triad")
 
 
-def _check_int(name: str, value: Any, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise ValueError(f"{name}: expected an int >= {lo}, received {value!r}")
-    return value
-
-
 @contextlib.contextmanager
 def threads(n: int) -> Iterator[None]:
     """Run a block with torch's intra-op thread count set to ``n``, then restore it."""
-    _check_int("n", n, 1)
+    check_int("n", n, 1)
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -146,7 +141,7 @@ def cpu_info() -> dict[str, Any]:
 
 def theoretical_peak_gflops(cores: int, ghz: float, flops_per_cycle: float) -> float:
     """P_peak = cores x clock x FLOP/cycle, in GFLOP/s."""
-    _check_int("cores", cores, 1)
+    check_int("cores", cores, 1)
     for name, v in (("ghz", ghz), ("flops_per_cycle", flops_per_cycle)):
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
             raise ValueError(f"{name}: expected a positive number, received {v!r}")
@@ -163,7 +158,7 @@ def attainable_gflops(intensity: float, peak_gflops: float, mem_bw_gbs: float) -
 
 def matmul_flops(n: int) -> float:
     """Eq. 2: FLOP of an n x n by n x n matmul."""
-    return 2.0 * _check_int("n", n, 1) ** 3
+    return 2.0 * check_int("n", n, 1) ** 3
 
 
 def matmul_intensity(n: int) -> float:
@@ -173,7 +168,7 @@ def matmul_intensity(n: int) -> float:
 
 def stream_bytes(kind: str, n: int) -> float:
     """Eqs. 3-4: bytes moved by one STREAM ``kind`` over fp32 arrays of ``n`` elements."""
-    _check_int("n", n, 1)
+    check_int("n", n, 1)
     if kind not in STREAM_KINDS:
         raise ValueError(f"kind: expected one of {STREAM_KINDS}, received {kind!r}")
     return {"copy": 2, "triad": 3}[kind] * 4.0 * n
@@ -181,7 +176,7 @@ def stream_bytes(kind: str, n: int) -> float:
 
 def matmul_gflops(n: int, *, repeat: int = 7, min_sample_s: float = 0.02) -> float:
     """Median fp32 GFLOP/s of ``A @ B`` for n x n matrices at torch's current thread count."""
-    _check_int("n", n, 1)
+    check_int("n", n, 1)
     a, b = torch.randn(n, n), torch.randn(n, n)
     c = torch.empty(n, n)
     res = compare({"matmul": lambda: torch.mm(a, b, out=c)}, repeat=repeat, min_sample_s=min_sample_s)
@@ -199,7 +194,7 @@ def stream_gbs(kind: str, n: int, *, repeat: int = 7, min_sample_s: float = 0.02
 
 def op_overhead_us(*, size: int = 8, repeat: int = 7, min_sample_s: float = 0.02) -> float:
     """Median microseconds of one small eager op ``x + y`` (allocating its result) on ``size`` floats."""
-    _check_int("size", size, 1)
+    check_int("size", size, 1)
     x, y = torch.rand(size), torch.rand(size)
     res = compare({"add": lambda: x + y}, repeat=repeat, min_sample_s=min_sample_s)
     return res["add"].median * 1e6

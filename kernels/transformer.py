@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kernels._validate import check_int
+
 
 class RMSNorm(nn.Module):
     """Eq. 2."""
@@ -69,17 +71,10 @@ def naive_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
     return torch.softmax(scores, dim=-1) @ v
 
 
-class StaticKVCache:
-    """Preallocated keys and values, [B, H, max_len, d_h] per layer, written in place at the current position."""
+class _KVCache:
+    """What both caches share: the batch, the capacity and the next position to write."""
 
-    def __init__(self, layers: int, batch: int, heads: int, max_len: int, head_dim: int,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> None:
-        for name, v in (("layers", layers), ("batch", batch), ("heads", heads), ("max_len", max_len), ("head_dim", head_dim)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected an int >= 1, received {v!r}")
-        shape = (batch, heads, max_len, head_dim)
-        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
-        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+    def __init__(self, batch: int, max_len: int) -> None:
         self.batch, self.max_len, self.pos = batch, max_len, 0
 
     def check(self, batch: int, new: int) -> None:
@@ -89,23 +84,39 @@ class StaticKVCache:
             raise ValueError(f"tokens: position {self.pos} + {new} new tokens exceeds the cache's max_len {self.max_len}")
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def advance(self, new: int) -> None:
+        self.pos += new
+
+
+class StaticKVCache(_KVCache):
+    """Preallocated keys and values, [B, H, max_len, d_h] per layer, written in place at the current position."""
+
+    def __init__(self, layers: int, batch: int, heads: int, max_len: int, head_dim: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> None:
+        for name, v in (("layers", layers), ("batch", batch), ("heads", heads), ("max_len", max_len), ("head_dim", head_dim)):
+            check_int(name, v, 1)
+        shape = (batch, heads, max_len, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        super().__init__(batch, max_len)
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Write k, v [B, H, t, d_h] at positions pos..pos+t-1 (Eq. 4) and return all keys/values so far."""
         end = self.pos + k.shape[2]
         self.k[layer][:, :, self.pos:end] = k
         self.v[layer][:, :, self.pos:end] = v
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
-    def advance(self, new: int) -> None:
-        self.pos += new
 
-
-class CatKVCache(StaticKVCache):
+class CatKVCache(_KVCache):
     """The naive cache: keys and values grown by ``torch.cat`` on every step (a new allocation each time)."""
 
     def __init__(self, layers: int, batch: int, max_len: int) -> None:
         self.k: list[Tensor | None] = [None] * layers
         self.v: list[Tensor | None] = [None] * layers
-        self.batch, self.max_len, self.pos = batch, max_len, 0
+        super().__init__(batch, max_len)
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         self.k[layer] = k if self.k[layer] is None else torch.cat([self.k[layer], k], dim=2)
@@ -128,7 +139,7 @@ class Attention(nn.Module):
         self.out = nn.Linear(dim, dim, bias=False)
 
     def forward(self, x: Tensor, positions: Tensor, causal: bool = True, naive: bool = False,
-                cache: StaticKVCache | None = None, layer: int = 0) -> Tensor:
+                cache: _KVCache | None = None, layer: int = 0) -> Tensor:
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)   # [B, H, T, d_h]
         cos, sin = rope_angles(positions, self.head_dim)
@@ -162,7 +173,7 @@ class Block(nn.Module):
         self.norm2, self.mlp = RMSNorm(dim), MLP(dim, mlp_ratio * dim)
 
     def forward(self, x: Tensor, positions: Tensor, causal: bool = True, naive: bool = False,
-                cache: StaticKVCache | None = None, layer: int = 0) -> Tensor:
+                cache: _KVCache | None = None, layer: int = 0) -> Tensor:
         x = x + self.attn(self.norm1(x), positions, causal, naive, cache, layer)
         return x + self.mlp(self.norm2(x))
 
@@ -177,8 +188,7 @@ class TinyGPT(nn.Module):
     def __init__(self, vocab: int, dim: int, layers: int, heads: int, embed: nn.Module | None = None) -> None:
         super().__init__()
         for name, v in (("vocab", vocab), ("dim", dim), ("layers", layers), ("heads", heads)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected an int >= 1, received {v!r}")
+            check_int(name, v, 1)
         self.vocab = vocab
         self.embed = embed if embed is not None else nn.Embedding(vocab, dim)
         if embed is None:
@@ -191,7 +201,7 @@ class TinyGPT(nn.Module):
         self.head_weight = tied.weight
 
     def forward(self, tokens: Tensor, causal: bool = True, naive: bool = False,
-                cache: StaticKVCache | None = None) -> Tensor:
+                cache: _KVCache | None = None) -> Tensor:
         """Logits [B, T, vocab]. With ``cache``, ``tokens`` are the next T tokens after ``cache.pos``."""
         if tokens.dtype != torch.int64 or tokens.ndim != 2:
             raise ValueError(f"tokens: expected int64 [B, T], received {tuple(tokens.shape)} {tokens.dtype}")
@@ -209,7 +219,7 @@ class TinyGPT(nn.Module):
             cache.advance(tokens.shape[1])
         return self.norm(x) @ self.head_weight.t()
 
-    def new_cache(self, batch: int, max_len: int, kind: str = "static") -> StaticKVCache:
+    def new_cache(self, batch: int, max_len: int, kind: str = "static") -> _KVCache:
         """An empty KV cache for this model: "static" (preallocated, in place) or "cat" (naive)."""
         attn = self.blocks[0].attn
         if kind == "static":
@@ -234,8 +244,7 @@ def generate_greedy(model: TinyGPT, prompt: Tensor, steps: int, cache: str = "st
     """
     if prompt.dtype != torch.int64 or prompt.ndim != 2 or prompt.shape[1] < 1:
         raise ValueError(f"prompt: expected int64 [B, T0] with T0 >= 1, received {tuple(prompt.shape)} {prompt.dtype}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps: expected an int >= 0, received {steps!r}")
+    check_int("steps", steps, 0)
     if cache not in ("static", "cat", "none"):
         raise ValueError(f"cache: expected 'static', 'cat' or 'none', received {cache!r}")
     out = torch.empty(prompt.shape[0], prompt.shape[1] + steps, dtype=torch.int64, device=prompt.device)

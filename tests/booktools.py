@@ -179,7 +179,7 @@ def timings() -> int:
         for k in totals:
             totals[k] += data.get("counts", {}).get(k, 0)
     (BUILD / "timings.json").write_text(json.dumps({"chapters": rows, "stages": stages}, indent=1))
-    print(f"(also in _build/timings.json; timings are reported, never asserted)")
+    print("(also in _build/timings.json; timings are reported, never asserted)")
     print(f"all stages: {totals['passed']} passed, {totals['failed']} failed, {totals['skipped']} skipped")
     return 0
 

@@ -98,18 +98,24 @@ def _pin_eta(opt, eta):
     return opt
 
 
-@pytest.mark.parametrize("impl", ["reference", "fused"])
-def test_pinned_adagradpp_is_torch_adagrad_at_lr_eta(impl):
-    eta = 0.05
-    ours = make_params()
-    theirs = make_params()
-    opt = _pin_eta(AdaGradPP(ours, eps=eta, delta=1e-10, impl=impl), eta)
-    ada = torch.optim.Adagrad(theirs, lr=eta, eps=1e-10)
-    for t in range(50):
+def _same_trajectory(make_ours, make_theirs, before_step=lambda theirs, t: None, steps=50):
+    """Run our optimizer (eta pinned) and a torch.optim one on identical gradients; return both params."""
+    ours, theirs = make_params(), make_params()
+    opt, ref = make_ours(ours), make_theirs(theirs)
+    for t in range(steps):
+        before_step(ref, t)
         set_grads(ours, t)
         set_grads(theirs, t)
         opt.step()
-        ada.step()
+        ref.step()
+    return ours, theirs
+
+
+@pytest.mark.parametrize("impl", ["reference", "fused"])
+def test_pinned_adagradpp_is_torch_adagrad_at_lr_eta(impl):
+    eta = 0.05
+    ours, theirs = _same_trajectory(lambda ps: _pin_eta(AdaGradPP(ps, eps=eta, delta=1e-10, impl=impl), eta),
+                                    lambda ps: torch.optim.Adagrad(ps, lr=eta, eps=1e-10))
     for a, b in zip(theirs, ours):
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
 
@@ -118,16 +124,14 @@ def test_pinned_adagradpp_is_torch_adagrad_at_lr_eta(impl):
 def test_pinned_adampp_case2_amsgrad_is_torch_amsgrad_with_lr_eta_over_sqrt_t(impl):
     """Case 2 with the max is AMSGrad (bias-corrected) at step size eta / sqrt(t + 1)."""
     eta, delta = 0.05, 1e-8
-    ours, theirs = make_params(), make_params()
-    opt = _pin_eta(AdamPP(ours, eps=eta, delta=delta, amsgrad=True, bias_correction=True, impl=impl), eta)
-    adam = torch.optim.Adam(theirs, lr=eta, eps=delta, amsgrad=True, foreach=False)
-    for t in range(50):
+
+    def rescale(adam, t):
         for group in adam.param_groups:
             group["lr"], group["eps"] = eta / math.sqrt(t + 1), delta / math.sqrt(t + 1)
-        set_grads(ours, t)
-        set_grads(theirs, t)
-        opt.step()
-        adam.step()
+
+    ours, theirs = _same_trajectory(
+        lambda ps: _pin_eta(AdamPP(ps, eps=eta, delta=delta, amsgrad=True, bias_correction=True, impl=impl), eta),
+        lambda ps: torch.optim.Adam(ps, lr=eta, eps=delta, amsgrad=True, foreach=False), before_step=rescale)
     for a, b in zip(theirs, ours):
         torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-12)
 
