@@ -15,6 +15,11 @@ new token at position p only computes its own:
 
     K_{<=p} = [K_{<p}; k_p],  V_{<=p} = [V_{<p}; v_p],  y_p = softmax(q_p K_{<=p}^T / sqrt(d_h)) V_{<=p}     (Eq. 4)
 
+An optional band (sliding-window) mask limits position i to keys j with |i - j| <= w (bidirectional) or
+0 <= i - j <= w (causal):
+
+    mask_w[i, j] = |i - j| <= w                                                                   (Eq. 5)
+
 ``StaticKVCache`` preallocates [B, H, T_max, d_h] per layer and writes in place; ``CatKVCache`` grows by
 ``torch.cat`` every step (the naive reference); ``generate_greedy`` decodes a batch with either, or with no
 cache at all (full recompute every step).
@@ -61,12 +66,28 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return out.flatten(-2)
 
 
-def naive_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
-    """Eq. 1 written out: scores, a materialised -inf mask above the diagonal, softmax, weighted sum."""
+def band_mask(length: int, window: int, causal: bool, device: torch.device | None = None) -> Tensor:
+    """Boolean [length, length] mask of Eq. 5 (True = may attend), intersected with the causal mask if asked."""
+    check_int("length", length, 1)
+    check_int("window", window, 1)
+    i = torch.arange(length, device=device)
+    d = i[:, None] - i[None, :]
+    return (d >= 0) & (d <= window) if causal else d.abs() <= window
+
+
+def naive_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, window: int = 0) -> Tensor:
+    """Eq. 1 written out: scores, a materialised -inf mask (causal and/or band), softmax, weighted sum."""
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    Tq, Tk = q.shape[-2], k.shape[-2]
+    mask = None
     if causal:
-        Tq, Tk = q.shape[-2], k.shape[-2]
         mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(diagonal=Tk - Tq)
+    if window:
+        if Tq != Tk:
+            raise ValueError(f"window: a band mask needs as many queries as keys, received {Tq} and {Tk}")
+        band = band_mask(Tq, window, causal, q.device)
+        mask = band if mask is None else mask & band
+    if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     return torch.softmax(scores, dim=-1) @ v
 
@@ -139,7 +160,7 @@ class Attention(nn.Module):
         self.out = nn.Linear(dim, dim, bias=False)
 
     def forward(self, x: Tensor, positions: Tensor, causal: bool = True, naive: bool = False,
-                cache: _KVCache | None = None, layer: int = 0) -> Tensor:
+                cache: _KVCache | None = None, layer: int = 0, window: int = 0) -> Tensor:
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)   # [B, H, T, d_h]
         cos, sin = rope_angles(positions, self.head_dim)
@@ -147,7 +168,9 @@ class Attention(nn.Module):
         if cache is not None:                                  # Eq. 4: attend over everything cached so far
             k, v = cache.update(layer, k, v)
         if naive:
-            y = naive_attention(q, k, v, causal)
+            y = naive_attention(q, k, v, causal, window)
+        elif window:                                           # Eq. 5: band mask
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=band_mask(T, window, causal, x.device))
         elif not causal or k.shape[2] == T:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=causal and T > 1)
         elif T == 1:                                           # one new token sees the whole cache: no mask
@@ -173,8 +196,10 @@ class Block(nn.Module):
         self.norm2, self.mlp = RMSNorm(dim), MLP(dim, mlp_ratio * dim)
 
     def forward(self, x: Tensor, positions: Tensor, causal: bool = True, naive: bool = False,
-                cache: _KVCache | None = None, layer: int = 0) -> Tensor:
-        x = x + self.attn(self.norm1(x), positions, causal, naive, cache, layer)
+                cache: _KVCache | None = None, layer: int = 0, window: int = 0) -> Tensor:
+        if window and cache is not None:
+            raise ValueError("window: a band mask is for full-sequence modes; received window with a KV cache")
+        x = x + self.attn(self.norm1(x), positions, causal, naive, cache, layer, window)
         return x + self.mlp(self.norm2(x))
 
 

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from kernels.transformer import RMSNorm, TinyGPT, apply_rope, generate_greedy, naive_attention, rope_angles
+from kernels.transformer import (Block, RMSNorm, TinyGPT, apply_rope, band_mask, generate_greedy, naive_attention,
+                                 rope_angles)
 from kernels.ngram import OverEncoding
 
 
@@ -135,3 +136,56 @@ def test_greedy_generation_identical_with_and_without_cache():
 def test_cache_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call(TinyGPT(10, 16, 1, 2))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("window", [1, 3, 40])
+def test_band_attention_equals_a_masked_loop_and_sdpa(causal, window):
+    """Eq. 5: position i sees keys j with |i - j| <= w (and j <= i if causal); SDPA path == naive path."""
+    g = torch.Generator().manual_seed(window)
+    q, k, v = (torch.randn(2, 3, 11, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    out = naive_attention(q, k, v, causal, window)
+    ref = torch.empty_like(out)
+    for i in range(11):
+        js = [j for j in range(11) if abs(i - j) <= window and (not causal or j <= i)]
+        s = (q[..., i:i + 1, :] @ k[..., js, :].transpose(-2, -1)) / math.sqrt(8)
+        ref[..., i, :] = (torch.softmax(s, -1) @ v[..., js, :])[..., 0, :]
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    mask = band_mask(11, window, causal)
+    torch.testing.assert_close(torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask), ref)
+    if window >= 10:   # a band wider than the sequence is no mask at all
+        torch.testing.assert_close(out, naive_attention(q, k, v, causal))
+
+
+def test_windowed_block_is_local_and_translation_invariant():
+    """A band of w per layer: changing token 0 cannot reach position > w; SDPA and naive paths agree."""
+    torch.manual_seed(0)
+    block = Block(16, 2).double()
+    x = torch.randn(1, 12, 16, dtype=torch.float64)
+    pos = torch.arange(12)
+    y = block(x, pos, causal=False, window=2)
+    torch.testing.assert_close(y, block(x, pos, causal=False, naive=True, window=2))
+    x2 = x.clone()
+    x2[:, 0] += 1.0
+    y2 = block(x2, pos, causal=False, window=2)
+    assert torch.equal(y[:, 3:], y2[:, 3:]) and not torch.allclose(y[:, :3], y2[:, :3])
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: band_mask(5, 0, False), "window"),
+    (lambda: band_mask(0, 2, False), "length"),
+    (lambda: naive_attention(torch.randn(1, 1, 2, 4), torch.randn(1, 1, 3, 4), torch.randn(1, 1, 3, 4), False, 2),
+     "window"),
+])
+def test_band_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_window_with_a_cache_is_refused():
+    torch.manual_seed(0)
+    block = Block(16, 2)
+    model = TinyGPT(8, 16, 1, 2)
+    cache = model.new_cache(1, 8)
+    with pytest.raises(ValueError, match="window"):
+        block(torch.randn(1, 2, 16), torch.arange(2), causal=True, cache=cache, window=2)
