@@ -44,6 +44,8 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
+from kernels._validate import describe
+
 FRAC_BITS = 16       # CrypTen's default precision_bits
 RING_BITS = 64
 ELEMENT_BYTES = 8
@@ -54,8 +56,7 @@ _EXACT = 2 ** 53     # float64 represents every integer below this exactly
 # --------------------------------------------------------------------------------------------- validation
 def _check_ring(name: str, t: object) -> Tensor:
     if not isinstance(t, Tensor) or t.dtype != torch.int64:
-        got = f"{t.dtype} tensor of shape {tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
-        raise ValueError(f"{name}: expected a torch.int64 ring tensor, received {got}")
+        raise ValueError(f"{name}: expected a torch.int64 ring tensor, received {describe(t)}")
     return t
 
 

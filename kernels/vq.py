@@ -37,21 +37,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kernels._validate import check_int
+from kernels._validate import check_int, describe
 
 METRICS = ("l2", "ip")
-
-
-def _describe(x: object) -> str:
-    if isinstance(x, Tensor):
-        return f"shape {tuple(x.shape)} {x.dtype}"
-    return type(x).__name__
 
 
 def _check_matrix(name: str, x: object, dim: int | None = None, *, allow_empty: bool = True) -> Tensor:
     if not isinstance(x, Tensor) or x.ndim != 2 or x.dtype != torch.float32:
         want = f"[N, {dim}]" if dim is not None else "[N, d]"
-        raise ValueError(f"{name}: expected a float32 tensor of shape {want}, received {_describe(x)}")
+        raise ValueError(f"{name}: expected a float32 tensor of shape {want}, received {describe(x)}")
     if dim is not None and x.shape[1] != dim:
         raise ValueError(f"{name}: expected shape [N, {dim}] (the codebook's dimension), received shape {tuple(x.shape)}")
     if x.shape[1] < 1:
@@ -68,7 +62,7 @@ def _check_vector(name: str, x: object, n: int, dtype: torch.dtype | tuple[torch
     dtypes = dtype if isinstance(dtype, tuple) else (dtype,)
     if not isinstance(x, Tensor) or x.ndim != 1 or x.shape[0] != n or x.dtype not in dtypes:
         want = " or ".join(str(d) for d in dtypes)
-        raise ValueError(f"{name}: expected a {want} tensor of shape [{n}], received {_describe(x)}")
+        raise ValueError(f"{name}: expected a {want} tensor of shape [{n}], received {describe(x)}")
     if x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name}: expected finite values, received {int((~torch.isfinite(x)).sum())} non-finite entries")
     return x
@@ -214,7 +208,7 @@ def size_factor(counts: Tensor, s: float, floor: float = 0.0) -> Tensor:
     keeps a nearly empty cluster from attracting everything.
     """
     if not isinstance(counts, Tensor) or counts.ndim != 1 or counts.numel() < 1 or not counts.is_floating_point():
-        raise ValueError(f"counts: expected a non-empty float tensor of shape [K], received {_describe(counts)}")
+        raise ValueError(f"counts: expected a non-empty float tensor of shape [K], received {describe(counts)}")
     if not bool(torch.isfinite(counts).all()) or float(counts.min()) < 0:
         raise ValueError("counts: expected finite, non-negative counts")
     if not s > 0:
@@ -277,7 +271,7 @@ def inverted_lists(assign: Tensor, K: int, key: Tensor | None = None) -> tuple[T
     """
     check_int("K", K, 1)
     if not isinstance(assign, Tensor) or assign.ndim != 1 or assign.dtype != torch.int64:
-        raise ValueError(f"assign: expected an int64 tensor of shape [N], received {_describe(assign)}")
+        raise ValueError(f"assign: expected an int64 tensor of shape [N], received {describe(assign)}")
     N = assign.shape[0]
     if N and int(assign.max()) >= K:
         raise ValueError(f"assign: expected cluster ids < K = {K} (or -1), received max {int(assign.max())}")
@@ -295,17 +289,17 @@ def inverted_lists(assign: Tensor, K: int, key: Tensor | None = None) -> tuple[T
 
 def _check_merge(clusters: Tensor, cluster_scores: Tensor, order: Tensor, offsets: Tensor, bias: Tensor, n: int) -> None:
     if not isinstance(offsets, Tensor) or offsets.ndim != 1 or offsets.dtype != torch.int64 or offsets.numel() < 2:
-        raise ValueError(f"offsets: expected an int64 tensor of shape [K + 1], received {_describe(offsets)}")
+        raise ValueError(f"offsets: expected an int64 tensor of shape [K + 1], received {describe(offsets)}")
     K = offsets.numel() - 1
     if not isinstance(order, Tensor) or order.ndim != 1 or order.dtype != torch.int64 or order.numel() != int(offsets[-1]):
-        raise ValueError(f"order: expected an int64 tensor of shape [{int(offsets[-1])}], received {_describe(order)}")
+        raise ValueError(f"order: expected an int64 tensor of shape [{int(offsets[-1])}], received {describe(order)}")
     if not isinstance(clusters, Tensor) or clusters.ndim != 1 or clusters.dtype != torch.int64:
-        raise ValueError(f"clusters: expected an int64 tensor of shape [m], received {_describe(clusters)}")
+        raise ValueError(f"clusters: expected an int64 tensor of shape [m], received {describe(clusters)}")
     if clusters.numel() and (int(clusters.min()) < 0 or int(clusters.max()) >= K):
         raise ValueError(f"clusters: expected ids in [0, {K}), received min {int(clusters.min())}, max {int(clusters.max())}")
     _check_vector("cluster_scores", cluster_scores, clusters.numel(), torch.float32)
     if not isinstance(bias, Tensor) or bias.ndim != 1 or bias.dtype != torch.float32:
-        raise ValueError(f"bias: expected a float32 tensor of shape [N items], received {_describe(bias)}")
+        raise ValueError(f"bias: expected a float32 tensor of shape [N items], received {describe(bias)}")
     if order.numel() and int(order.max()) >= bias.numel():
         raise ValueError(f"bias: expected at least {int(order.max()) + 1} entries, received {bias.numel()}")
     check_int("n", n, 1)
@@ -364,7 +358,7 @@ def probes_for_budget(cluster_order: Tensor, sizes: Tensor, budget: int) -> Tens
     (whole clusters, in score order; all K if the index holds fewer items). ``cluster_order`` [U, K] int64 are
     cluster ids best first, ``sizes`` [K] items per cluster; returns [U] int64 in 1..K."""
     if not isinstance(cluster_order, Tensor) or cluster_order.ndim != 2 or cluster_order.dtype != torch.int64:
-        raise ValueError(f"cluster_order: expected an int64 tensor of shape [U, K], received {_describe(cluster_order)}")
+        raise ValueError(f"cluster_order: expected an int64 tensor of shape [U, K], received {describe(cluster_order)}")
     K = cluster_order.shape[1]
     _check_vector("sizes", sizes, K, torch.int64)
     check_int("budget", budget, 1)

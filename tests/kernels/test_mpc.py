@@ -31,6 +31,13 @@ def matmul_reference(a, b):
     return from_py(out, (m, n))
 
 
+def matmul_shapes(seed, max_m, max_k, max_n):
+    """A random (batch, m, k, n) for a property test: a leading batch dim on odd seeds."""
+    rng = random.Random(seed)
+    batch = [rng.randint(1, 3)] if seed % 2 else []
+    return batch, rng.randint(1, max_m), rng.randint(1, max_k), rng.randint(1, max_n)
+
+
 def gen(seed):
     return torch.Generator().manual_seed(seed)
 
@@ -81,10 +88,8 @@ def test_ring_matmul_equals_python_big_integers(seed, m, k, n):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_limb_matmul_bit_exact_vs_torch_int64_random_shapes(seed):
-    rng = random.Random(seed)
     g = gen(seed)
-    batch = [rng.randint(1, 3)] if seed % 2 else []
-    m, k, n = rng.randint(1, 40), rng.randint(1, 300), rng.randint(1, 40)
+    batch, m, k, n = matmul_shapes(seed, 40, 300, 40)
     a = mpc.random_ring(batch + [m, k], g)
     uniform = mpc.random_ring(batch + [k, n], g)
     weight = torch.randint(-2 ** 24 + 1, 2 ** 24, batch + [k, n], generator=g)
@@ -148,10 +153,8 @@ def test_beaver_mul_and_square_match_plaintext(seed):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_beaver_matmul_and_public_matmul_match_plaintext(seed):
-    rng = random.Random(seed)
     g = gen(seed)
-    batch = [rng.randint(1, 3)] if seed % 2 else []
-    m, k, n = rng.randint(1, 20), rng.randint(1, 64), rng.randint(1, 20)
+    batch, m, k, n = matmul_shapes(seed, 20, 64, 20)
     x = torch.randn(batch + [m, k], dtype=torch.float64, generator=g) * 3
     y = torch.randn(batch + [k, n], dtype=torch.float64, generator=g) * 3
     chan = mpc.Channel()

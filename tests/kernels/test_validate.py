@@ -1,4 +1,4 @@
-"""kernels._validate: the shared integer check."""
+"""kernels._validate: the shared integer check and the description of a received value."""
 
 import pytest
 
@@ -13,3 +13,12 @@ def test_accepts_ints_at_or_above_the_bound():
 def test_rejects_with_a_message_naming_the_argument(value):
     with pytest.raises(ValueError, match=r"^n: expected an int >= 1, received"):
         check_int("n", value, 1)
+
+
+def test_describe_names_dtype_and_shape_or_the_type():
+    import torch
+
+    from kernels._validate import describe
+
+    assert describe(torch.zeros(2, 3, dtype=torch.int64)) == "torch.int64 tensor of shape (2, 3)"
+    assert describe([1, 2]) == "list" and describe(None) == "NoneType"
