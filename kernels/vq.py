@@ -16,6 +16,8 @@ follows the chapter ``book/recsys/streaming_vq.ipynb``.
       W_k <- alpha W_k + (1 - alpha) sum_{j -> k} w_j v_j,     C_k <- alpha C_k + (1 - alpha) sum_{j -> k} w_j,
 
   done with two ``index_add_`` calls (w_j = delta_j^beta is the caller's choice).
+* :class:`StreamingIndex` puts these together into the index of the paper: assign every appearing item,
+  write the item -> cluster map, update the codebook (Eqs. eq-assign, eq-delta, eq-ema, eq-balance).
 * Serving (eq-merge): inverted lists in CSR form, each sorted by the item bias b_i, and the exact top-N of
   u.e_{k(i)} + b_i over the selected clusters by a K-way merge. Because u.e_k is constant inside a list, the
   first N items of every list are the only candidates, so the vectorised merge scores at most N items per
@@ -261,6 +263,59 @@ def codewords(W: Tensor, C: Tensor, eps: float = 1e-12) -> Tensor:
     _check_matrix("W", W, allow_empty=False)
     _check_vector("C", C, W.shape[0], torch.float32)
     return W / C.clamp(min=eps)[:, None]
+
+
+class StreamingIndex:
+    """The Streaming VQ index (Eqs. eq-assign, eq-delta, eq-ema, eq-balance): no training phase, no rebuild.
+
+    Every step, each distinct item that appears is assigned to its nearest codeword (L2, scaled by the
+    size factor r_k of Eq. eq-balance when ``size_s`` is given) and written into the item -> cluster map
+    ``assign`` at once; the codewords then follow by the EMA of Eq. eq-ema with weights delta^beta, where
+    delta is the number of steps since the item was last seen (``delta0`` for a first appearance).
+    """
+
+    def __init__(self, init: Tensor, n_items: int, alpha: float, beta: float, delta0: float,
+                 size_s: float | None = None, size_floor: float = 0.0) -> None:
+        _check_matrix("init", init, allow_empty=False)
+        check_int("n_items", n_items, 1)
+        if not delta0 > 0:
+            raise ValueError(f"delta0: expected a positive number of steps, received {delta0!r}")
+        self.W, self.C = init.clone(), torch.ones(init.shape[0])
+        self.alpha, self.beta, self.delta0 = alpha, beta, delta0
+        self.size_s, self.size_floor = size_s, size_floor
+        self.last_seen = torch.full((n_items,), -1, dtype=torch.int64)
+        self.assign = torch.full((n_items,), -1, dtype=torch.int64)     # the serving index: -1 = never seen
+
+    def codewords(self) -> Tensor:
+        return codewords(self.W, self.C)
+
+    def step(self, ids: Tensor, vecs: Tensor, t: int) -> Tensor:
+        """One batch at step ``t``: ``ids`` [B] distinct int64 item ids, ``vecs`` [B, d] their vectors.
+        Returns the clusters [B] they were assigned to."""
+        _check_matrix("vecs", vecs, self.W.shape[1])
+        _check_vector("ids", ids, vecs.shape[0], torch.int64)
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.assign.shape[0]):
+            raise ValueError(f"ids: expected item ids in [0, {self.assign.shape[0]}), received min {int(ids.min())}, "
+                             f"max {int(ids.max())}")
+        r = size_factor(self.C, self.size_s, self.size_floor) if self.size_s is not None else None   # eq-balance
+        k, _ = nearest_codeword(vecs, self.codewords(), "l2", scale=r)                               # eq-assign
+        last = self.last_seen[ids]
+        delta = torch.where(last < 0, torch.tensor(float(self.delta0)), (t - last).float())                 # eq-delta
+        ema_update(self.W, self.C, k, vecs, delta.pow(self.beta), self.alpha)                        # eq-ema
+        self.last_seen[ids], self.assign[ids] = t, k
+        return k
+
+
+def opened_clusters(scores: Tensor, sizes: Tensor, budget: int) -> Tensor:
+    """Which clusters each user opens at a candidate budget (Eq. eq-serve): [U, K] bool.
+
+    ``scores`` [U, K] are u.e_k; clusters are opened best first (stable on ties) until at least ``budget``
+    items are gathered (:func:`probes_for_budget`)."""
+    _check_matrix("scores", scores)
+    order = torch.argsort(scores, dim=1, descending=True, stable=True)
+    need = probes_for_budget(order, sizes, budget)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1]).expand_as(order))
+    return rank < need[:, None]
 
 
 def inverted_lists(assign: Tensor, K: int, key: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -177,6 +177,50 @@ def test_probes_for_budget():
     assert vq.probes_for_budget(order, sizes, 100).tolist() == [4, 4, 4]
 
 
+
+@pytest.mark.parametrize("size_s, beta", [(None, 1.0), (2.0, 1.0), (2.0, 0.0)])
+def test_streaming_index_equals_a_per_item_loop(size_s, beta):
+    """Eqs. eq-assign, eq-delta, eq-ema, eq-balance, one item at a time in float64, over a stream of batches."""
+    g = torch.Generator().manual_seed(3)
+    N, K, d, alpha, delta0, floor = 60, 5, 4, 0.9, 50.0, 0.5
+    items = torch.randn(N, d, generator=g)
+    index = vq.StreamingIndex(items[:K], N, alpha, beta, delta0, size_s, floor)
+    W, C = items[:K].double().clone(), torch.ones(K, dtype=torch.float64)
+    last, assign = {}, {}
+    for t in range(12):
+        ids = torch.randperm(N, generator=g)[:15].sort().values
+        k = index.step(ids, items[ids], t)
+        E = W / C[:, None]
+        r = (size_s * C / C.mean()).clamp(floor, 1.0) if size_s is not None else torch.ones(K, dtype=torch.float64)
+        ref_k = [int(torch.argmin(r * ((items[i].double() - E) ** 2).sum(1))) for i in ids.tolist()]
+        assert k.tolist() == ref_k
+        W *= alpha
+        C *= alpha
+        for i, kk in zip(ids.tolist(), ref_k):
+            w = (t - last[i] if i in last else delta0) ** beta
+            W[kk] += (1 - alpha) * w * items[i].double()
+            C[kk] += (1 - alpha) * w
+            last[i], assign[i] = t, kk
+    torch.testing.assert_close(index.W.double(), W, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(index.C.double(), C, rtol=1e-5, atol=1e-5)
+    assert index.assign.tolist() == [assign.get(i, -1) for i in range(N)]
+    assert index.last_seen.tolist() == [last.get(i, -1) for i in range(N)]
+
+
+def test_opened_clusters_equals_a_loop():
+    g = torch.Generator().manual_seed(5)
+    scores, sizes = torch.randn(7, 6, generator=g), torch.randint(0, 9, (6,), generator=g)
+    opened = vq.opened_clusters(scores, sizes, 12)
+    for u in range(7):
+        gathered, want = 0, set()
+        for k in sorted(range(6), key=lambda k: -float(scores[u, k])):
+            want.add(k)
+            gathered += int(sizes[k])
+            if gathered >= 12:
+                break
+        assert set(torch.nonzero(opened[u]).squeeze(1).tolist()) == want
+
+
 E4 = torch.randn(4, 3)
 X = torch.randn(5, 3)
 
@@ -211,6 +255,11 @@ X = torch.randn(5, 3)
     (lambda: vq.merge_topn(torch.tensor([0]), torch.zeros(2), torch.tensor([0]), torch.tensor([0, 1, 1]), torch.ones(1), 2), "cluster_scores"),
     (lambda: vq.merge_topn(torch.tensor([0]), torch.zeros(1), torch.tensor([0]), torch.tensor([0, 1, 1]), torch.ones(1), 0), "n"),
     (lambda: vq.probes_for_budget(torch.tensor([[0, 1]]), torch.tensor([1, 2, 3]), 2), "sizes"),
+    (lambda: vq.StreamingIndex(torch.empty(0, 3), 10, 0.9, 1.0, 50.0), "init"),
+    (lambda: vq.StreamingIndex(E4, 10, 0.9, 1.0, 0.0), "delta0"),
+    (lambda: vq.StreamingIndex(E4, 10, 0.9, 1.0, 5.0).step(torch.tensor([0, 10]), torch.randn(2, 3), 0), "ids"),
+    (lambda: vq.StreamingIndex(E4, 10, 0.9, 1.0, 5.0).step(torch.tensor([0, 1]), torch.randn(2, 4), 0), "vecs"),
+    (lambda: vq.opened_clusters(torch.randn(2, 3), torch.tensor([1, 2]), 2), "sizes"),
 ])
 def test_bad_input_names_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
