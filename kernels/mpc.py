@@ -472,12 +472,14 @@ def _limb_general(a: Tensor, b: Tensor) -> Tensor:
 
 
 # ------------------------------------------------------------------------------------------- benchmark
-def bench_cases(quick: bool = False) -> list:
+def bench_cases(quick: bool = False, shapes: Sequence[tuple[int, int, int]] | None = None) -> list:
     """``make bench``: exact ring matmul, limb GEMMs (Eq. 5) vs torch's and numpy's int64 matmul, float64 BLAS
-    as the lower bound; for a uniform x uniform product (Beaver) and a share x public fixed-point weight."""
+    as the lower bound; for a uniform x uniform product (Beaver) and a share x public fixed-point weight.
+    ``shapes``: the (m, k, n) to time (default: a few, or one small one when ``quick``)."""
     from kernels.bench import Case
 
-    shapes = [(128, 64, 64)] if quick else [(512, 512, 512), (4096, 64, 256)]
+    if shapes is None:
+        shapes = [(128, 64, 64)] if quick else [(512, 512, 512), (4096, 64, 256)]
     gen = torch.Generator().manual_seed(0)
     cases = []
     for m, k, n in shapes:
