@@ -301,8 +301,9 @@ def bench_cases(quick: bool = False) -> list:
         cases.append(Case(f"causal attention B={B} H={H} n={n} d_h={dh}",
                           {"naive (explicit mask)": lambda q=q, k=k, v=v: naive_attention(q, k, v, True),
                            "SDPA": lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v, is_causal=True)}))
-    torch.manual_seed(0)
-    model = TinyGPT(64, 64, 2, 4).eval()
+    with torch.random.fork_rng():                      # a fixed model without touching the caller's torch RNG
+        torch.manual_seed(0)
+        model = TinyGPT(64, 64, 2, 4).eval()
     steps = 32 if quick else 256
     prompt = torch.randint(0, 64, (8, 8), generator=g)
     cases.append(Case(f"greedy generation of {steps} tokens, batch 8, 2-layer d=64 model",

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from kernels.transformer import (Block, RMSNorm, TinyGPT, apply_rope, band_mask, generate_greedy, naive_attention,
+from kernels.transformer import (Block, RMSNorm, TinyGPT, apply_rope, band_mask, bench_cases, generate_greedy, naive_attention,
                                  rope_angles)
 from kernels.ngram import OverEncoding
 
@@ -189,3 +189,10 @@ def test_window_with_a_cache_is_refused():
     cache = model.new_cache(1, 8)
     with pytest.raises(ValueError, match="window"):
         block(torch.randn(1, 2, 16), torch.arange(2), causal=True, cache=cache, window=2)
+
+
+def test_bench_cases_leave_the_global_torch_rng_alone():
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    bench_cases(quick=True)
+    assert torch.equal(torch.get_rng_state(), before)
