@@ -17,10 +17,11 @@ EXECUTE ?=
 NB ?=
 P ?=
 
-# One BLAS/OpenMP thread per process: bitwise-repeatable outputs, and two notebooks side by side on 2 cores.
-export OMP_NUM_THREADS := 1
-export MKL_NUM_THREADS := 1
-export OPENBLAS_NUM_THREADS := 1
+# The book's arithmetic (booktools/arith.py): one BLAS/OpenMP thread per process, and on x86_64 with AVX2 the
+# same SIMD paths in torch, MKL, oneDNN, OpenBLAS, NumPy and faiss, so that AVX2 and AVX-512 machines compute
+# the same bits. A variable already set in the environment wins. Every command below inherits them.
+ARITH_PINS := $(shell $(PYTHON) -m booktools.arith make)
+$(foreach pin,$(ARITH_PINS),$(eval export $(pin)))
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 export JUPYTER_PLATFORM_DIRS := 1
 
@@ -30,6 +31,10 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.
 .PHONY: book test venv execute run bench clean test-unit test-smoke test-nbval test-build
 
 $(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || { \
+	  echo "The book needs Python 3.11 or newer (its pinned numpy, scipy, matplotlib and scikit-learn do);"; \
+	  echo "'$(PYTHON)' is $$($(PYTHON) --version 2>&1). Run with PYTHON=python3.11 (or newer), e.g. make test PYTHON=python3.12"; \
+	  exit 2; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
@@ -38,7 +43,7 @@ $(STAMP): requirements.txt pyproject.toml
 venv: $(STAMP)
 
 book: $(STAMP)
-	$(PY) -m tests.booktools build $(if $(EXECUTE),--execute)
+	$(PY) -m booktools build $(if $(EXECUTE),--execute)
 
 # Four stages; each runs even if an earlier one failed, and `make test` fails if any did.
 test: $(STAMP)
@@ -46,7 +51,7 @@ test: $(STAMP)
 	for stage in test-unit test-smoke test-nbval test-build; do \
 	  echo "=== make $$stage"; $(MAKE) --no-print-directory $$stage || { fail=1; echo "=== make $$stage FAILED"; }; \
 	done; \
-	echo "=== timings"; $(PY) -m tests.booktools timings; \
+	echo "=== timings"; $(PY) -m booktools timings; \
 	echo "make test: $$(( $$(date +%s) - start )) s in all, $$([ $$fail = 0 ] && echo passed || echo FAILED)"; \
 	exit $$fail
 
@@ -62,22 +67,22 @@ test-smoke: $(STAMP)
 #    The appendix measures the machine, so it runs alone first; the chapters then run two at a time.
 test-nbval: $(STAMP)
 	@fail=0; \
-	appendix=$$($(PY) -m tests.booktools chapters | grep '^book/appendix/' || true); \
+	appendix=$$($(PY) -m booktools chapters | grep '^book/appendix/' || true); \
 	if [ -n "$$appendix" ]; then BOOK_STAGE=nbval-appendix $(PYTEST) $$appendix $(NBVAL) -q || fail=1; fi; \
-	chapters=$$($(PY) -m tests.booktools chapters | grep -v '^book/appendix/' || true); \
+	chapters=$$($(PY) -m booktools chapters | grep -v '^book/appendix/' || true); \
 	if [ -n "$$chapters" ]; then BOOK_STAGE=nbval $(PYTEST) $$chapters $(NBVAL) -q -n $(JOBS) --dist loadfile || fail=1; fi; \
 	exit $$fail
 
 # 4. strict build: a broken cross-reference, glue key or toc entry is an error
 test-build: $(STAMP)
-	$(PY) -m tests.booktools build --record
+	$(PY) -m booktools build --record
 
 execute: $(STAMP)
-	$(PY) -m tests.booktools execute $(NB)
+	$(PY) -m booktools execute $(NB)
 
 run: $(STAMP)
 	@test -n "$(NB)" || { echo 'usage: make run NB=book/<chapter>.ipynb P="SCALE=paper SEED=1"'; exit 2; }
-	$(PY) -m tests.booktools run $(NB) $(P)
+	$(PY) -m booktools run $(NB) $(P)
 
 bench: $(STAMP)
 	$(PY) -m kernels.bench

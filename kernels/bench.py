@@ -13,7 +13,11 @@ Method (what makes the ratios fair on a noisy, shared 2-core machine):
 
 Given the work per call (``flops`` and/or ``bytes_moved``) the table also reports GFLOP/s and GB/s, and,
 given the machine's limits from ``kernels.roofline``, the fraction of peak each achieves (the roofline
-of Williams, Waterman & Patterson, CACM 2009: attainable = min(peak, intensity x bandwidth)).
+of Williams, Waterman & Patterson, CACM 2009: attainable = min(peak, intensity x bandwidth)). A fraction is
+only meaningful against a roof measured under the same conditions: ``make bench`` times the roofs
+(:func:`kernels.roofline.roof_fns`) in the same interleaved rounds as each case, and a fraction never
+prints above 100 %: a rate at or above the roof beside it prints as ``100%*``, which means the counted work
+overstates what the kernel really moved or computed (data reused from cache, say).
 
 ``python -m kernels.bench`` runs every ``bench_cases(quick)`` that a module of this package defines and
 prints one table per case plus a summary: that is ``make bench``.
@@ -82,7 +86,8 @@ class Comparison:
         return self.bytes_moved[name] / self[name].median / 1e9 if name in self.bytes_moved else None
 
     def table(self, peak_gflops: float | None = None, mem_bw_gbs: float | None = None) -> str:
-        """Plain-text table; with the machine's limits, also the fraction of peak compute/bandwidth."""
+        """Plain-text table; with the machine's limits, also the fraction of peak compute/bandwidth
+        (capped: see :func:`fraction`)."""
         header = ["callable", "median", "min-max", f"speed-up vs {self.baseline}"]
         has_f, has_b = bool(self.flops), bool(self.bytes_moved)
         if has_f:
@@ -97,15 +102,24 @@ class Comparison:
                 g = self.gflops(t.name)
                 row.append("" if g is None else f"{g:.3g}")
                 if peak_gflops:
-                    row.append("" if g is None else f"{100 * g / peak_gflops:.0f}%")
+                    row.append("" if g is None else fraction(g, peak_gflops))
             if has_b:
                 b = self.gbs(t.name)
                 row.append("" if b is None else f"{b:.3g}")
                 if mem_bw_gbs:
-                    row.append("" if b is None else f"{100 * b / mem_bw_gbs:.0f}%")
+                    row.append("" if b is None else fraction(b, mem_bw_gbs))
             rows.append(row)
         title = f"{self.title}\n" if self.title else ""
         return title + format_table(header, rows)
+
+
+def fraction(rate: float, roof: float) -> str:
+    """``rate`` as a percentage of ``roof``, never above 100 %: ``"100%*"`` marks a rate at or above the roof,
+    which says that the roof was measured under other conditions or the counted work overstates the real."""
+    if not roof > 0:
+        raise ValueError(f"roof: expected a positive rate, received {roof!r}")
+    pct = 100.0 * rate / roof
+    return "100%*" if pct >= 99.5 else f"{pct:.0f}%"
 
 
 def fmt_time(seconds: float) -> str:
@@ -208,6 +222,34 @@ def run_case(case: Case, *, quick: bool = False, prefix: str = "", repeat: int |
                    min_sample_s=0.001 if quick else 0.02)
 
 
+ROOF_PREFIX = "roof: "
+
+
+def run_case_with_roofs(case: Case, *, quick: bool = False, prefix: str = "") -> tuple[Comparison, float | None, float | None]:
+    """Time a case together with the roofs that apply to it (a matmul if it counts FLOP, a read and a
+    triad over as many bytes if it counts bytes), interleaved in the same rounds, so that its fraction of
+    peak compares rates measured under the same load. Returns the comparison and the two roofs' rates."""
+    from kernels import roofline
+
+    names = list(case.fns)
+    flops = _per_name(case.flops, names, "flops")
+    bytes_moved = _per_name(case.bytes_moved, names, "bytes_moved")
+    roofs = roofline.roof_fns(flops=bool(flops), bytes_moved=max(bytes_moved.values()) if bytes_moved else None,
+                              quick=quick)
+    fns = dict(case.fns)
+    for name, (fn, f, b) in roofs.items():
+        fns[ROOF_PREFIX + name] = fn
+        if f:
+            flops[ROOF_PREFIX + name] = f
+        if b:
+            bytes_moved[ROOF_PREFIX + name] = b
+    res = compare(fns, baseline=case.baseline, flops=flops or None, bytes_moved=bytes_moved or None,
+                  title=prefix + case.title, repeat=3 if quick else 15, min_sample_s=0.001 if quick else 0.02)
+    peak = max((res.gflops(n) for n in fns if n.startswith(ROOF_PREFIX) and n in res.flops), default=None)
+    bw = max((res.gbs(n) for n in fns if n.startswith(ROOF_PREFIX) and n in res.bytes_moved), default=None)
+    return res, peak, bw
+
+
 def discover(only: Sequence[str] = ()) -> list[tuple[str, Callable[[bool], list[Case]]]]:
     """Every ``kernels.<module>.bench_cases`` (module names in ``only``, if given)."""
     import kernels
@@ -234,17 +276,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kernels import repro, roofline
 
     repro.setup(0, threads=args.threads)
-    limits = roofline.quick_limits(quick=args.quick)
     print(f"machine: {roofline.cpu_info()['summary']}; torch threads: {args.threads}")
-    print(f"limits (quick probe): {limits['peak_gflops']:.3g} GFLOP/s fp32 matmul, "
-          f"{limits['mem_bw_gbs']:.3g} GB/s triad, {limits['op_overhead_us']:.3g} us per small op\n")
+    print("each case is timed in the same interleaved rounds as its roofs (rows 'roof: ...'), and its % of "
+          "peak is against them\n")
     summary = []
     for modname, cases in discover(args.only):
         for case in cases(args.quick):
-            res = run_case(case, quick=args.quick, prefix=f"[{modname}] ")
-            print(res.table(limits["peak_gflops"], limits["mem_bw_gbs"]) + "\n")
+            res, peak, bw = run_case_with_roofs(case, quick=args.quick, prefix=f"[{modname}] ")
+            print(res.table(peak, bw) + "\n")
             for t in res.timings:
-                if t.name != res.baseline:
+                if t.name != res.baseline and not t.name.startswith(ROOF_PREFIX):
                     summary.append([modname, case.title, f"{t.name} vs {res.baseline}", f"{res.speedup(t.name):.2f}x"])
     print(format_table(["kernel", "case", "comparison", "speed-up"], summary))
     return 0

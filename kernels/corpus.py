@@ -8,20 +8,30 @@ vocabulary here is UTF-8 bytes (V = 256). Nothing is downloaded: the text is
    sorted path order, skipping test suites and IDLE, keeping docstrings of at least ``min_chars``
    characters,
 
-joined by blank lines. The result is deterministic for a given Python version (the text differs between
-versions, so chapters print its SHA-256 and never assert on exact values).
+joined by blank lines. Built from a running interpreter (:func:`build_stdlib_text`) the text depends on the
+Python version (3.10, 3.11, 3.12 and 3.13 give four different texts), so every reader instead gets the same
+**snapshot**: built once from CPython 3.11.7 with ``python -m kernels.corpus build``, committed compressed as
+``kernels/data/stdlib_corpus.txt.gz``, and checked against the SHA-256 in ``stdlib_corpus.json`` each time it
+is loaded (:func:`stdlib_text`). The text is CPython's documentation, under the PSF license.
 """
 
 from __future__ import annotations
 
 import ast
 import functools
+import gzip
 import hashlib
+import json
+import sys
 import sysconfig
 import warnings
 from pathlib import Path
 
 import torch
+
+DATA = Path(__file__).resolve().parent / "data"
+SNAPSHOT = DATA / "stdlib_corpus.txt.gz"
+MANIFEST = DATA / "stdlib_corpus.json"
 
 SKIP_PARTS = ("test", "tests", "idlelib", "site-packages", "dist-packages", "lib2to3", "__pycache__")
 
@@ -42,9 +52,11 @@ def _docstrings(path: Path, min_chars: int) -> list[str]:
     return out
 
 
-@functools.lru_cache(maxsize=4)
-def stdlib_text(min_chars: int = 40, include_docstrings: bool = True) -> str:
-    """The corpus as one string (cached per process; building it takes a few seconds)."""
+def build_stdlib_text(min_chars: int = 40, include_docstrings: bool = True) -> str:
+    """The corpus built from the running interpreter's own documentation (takes a few seconds).
+
+    Depends on the Python version; chapters use the committed snapshot, :func:`stdlib_text`.
+    """
     if isinstance(min_chars, bool) or not isinstance(min_chars, int) or min_chars < 0:
         raise ValueError(f"min_chars: expected an int >= 0, received {min_chars!r}")
     from pydoc_data.topics import topics
@@ -59,6 +71,40 @@ def stdlib_text(min_chars: int = 40, include_docstrings: bool = True) -> str:
             parts.extend(_docstrings(path, min_chars))
     text = "\n\n".join(p for p in parts if p)
     return text.replace("\x00", "")  # byte 0 is the n-gram padding id; it never occurs in this text anyway
+
+
+def manifest() -> dict:
+    """What the snapshot is: the Python it was built from, its length and SHA-256, and where the pydoc
+    topics end (the smoke scale trains on the topics alone)."""
+    return json.loads(MANIFEST.read_text(encoding="utf-8"))
+
+
+@functools.lru_cache(maxsize=2)
+def stdlib_text(include_docstrings: bool = True) -> str:
+    """The corpus as one string, from the committed snapshot: the same text for every reader and every
+    Python version. Raises ``ValueError`` if the snapshot does not match its recorded SHA-256."""
+    if not isinstance(include_docstrings, bool):
+        raise ValueError(f"include_docstrings: expected a bool, received {include_docstrings!r}")
+    meta = manifest()
+    text = gzip.decompress(SNAPSHOT.read_bytes()).decode("utf-8")
+    if sha256(text) != meta["sha256"]:
+        raise ValueError(f"{SNAPSHOT.name}: expected SHA-256 {meta['sha256'][:16]}..., received "
+                         f"{sha256(text)[:16]}...; the snapshot is damaged (rebuild: python -m kernels.corpus build)")
+    return text if include_docstrings else text[:meta["topics_chars"]]
+
+
+def build_snapshot() -> dict:
+    """Write the snapshot and its manifest from the running interpreter (run once, then commit both)."""
+    text = build_stdlib_text()
+    topics = build_stdlib_text(include_docstrings=False)
+    if not text.startswith(topics):
+        raise AssertionError("the topics must be a prefix of the full corpus")
+    DATA.mkdir(exist_ok=True)
+    SNAPSHOT.write_bytes(gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0))
+    meta = {"python": sys.version.split()[0], "chars": len(text), "topics_chars": len(topics),
+            "sha256": sha256(text), "min_chars": 40, "license": "CPython documentation, PSF License"}
+    MANIFEST.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    return meta
 
 
 def to_bytes(text: str) -> torch.Tensor:
@@ -94,3 +140,9 @@ def windows(ids: torch.Tensor, batch: int, length: int, generator: torch.Generat
     offsets = torch.arange(length + 1)
     chunk = ids[starts[:, None] + offsets]
     return chunk[:, :-1], chunk[:, 1:]
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["build"]:
+        raise SystemExit("usage: python -m kernels.corpus build   (rewrites the committed snapshot)")
+    print(build_snapshot())

@@ -106,6 +106,21 @@ def pick_device(device: str, scale: str) -> torch.device:
     return torch.device(device)
 
 
+def versions(*modules: Any) -> str:
+    """``"torch 2.13.0, faiss 1.15.1"``: each module's release version without a local build suffix.
+
+    A reader's pip gives another build of the same release (``2.13.0`` from the package index,
+    ``2.13.0+cpu`` from a CPU-only wheel, ``2.13.0+cu121`` with CUDA), so printed outputs name the release only.
+    """
+    out = []
+    for m in modules:
+        version = getattr(m, "__version__", None)
+        if not isinstance(version, str):
+            raise ValueError(f"modules: expected modules with a __version__ string, received {m!r}")
+        out.append(f"{m.__name__.split('.')[0]} {version.split('+')[0]}")
+    return ", ".join(out)
+
+
 def _short(value: Any) -> str:
     text = repr(value) if not isinstance(value, str) else value
     return text if len(text) <= 28 else text[:25] + "..."
@@ -154,11 +169,17 @@ class Claim:
 
     @property
     def as_expected(self) -> bool:
+        # A NaN measurement is a broken computation: it is never "as expected", not even for a claim
+        # reported as not reproducing (which a NaN would otherwise "confirm" by failing its comparison).
+        if math.isnan(self.measured):
+            return False
         return self.holds == (self.expected == "hold")
 
     def describe(self) -> str:
         text = f"{self.name}: measured {self.measured:{self.fmt}}, needs {self.op} {self.threshold:{self.fmt}}"
-        if self.expected == "fail":
+        if math.isnan(self.measured):
+            text += " -- the measurement is NaN: a computation broke"
+        elif self.expected == "fail":
             text += " -- reported as NOT reproducing, but it now holds: update the chapter"
         return text
 
@@ -209,6 +230,8 @@ class Claims:
 
     def table(self) -> str:
         def verdict(c: Claim) -> str:
+            if math.isnan(c.measured):
+                return "NO (NaN)"
             if c.expected == "fail":
                 return "no (does not reproduce)" if not c.holds else "YES (reported as failing)"
             return "yes" if c.holds else "NO"

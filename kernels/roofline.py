@@ -215,6 +215,29 @@ def quick_limits(*, quick: bool = False) -> dict[str, float]:
     }
 
 
+def roof_fns(*, flops: bool, bytes_moved: float | None, quick: bool = False) -> dict[str, tuple]:
+    """The roofs a benchmark case is measured against, as callables to time beside it:
+    ``{name: (fn, flops per call or None, bytes per call or None)}``.
+
+    A case that counts FLOP gets an fp32 matmul (n = 1024, or 256 when ``quick``); a case that counts bytes
+    gets a read (``x.sum()``, 4 bytes per element) and a triad (Eq. 4) over as many bytes as it moves, so
+    that both sit at the same level of the memory hierarchy as the case.
+    """
+    out: dict[str, tuple] = {}
+    if flops:
+        n = 256 if quick else 1024
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        c = torch.empty(n, n)
+        out[f"fp32 matmul n={n}"] = (lambda: torch.mm(a, b, out=c), matmul_flops(n), None)
+    if bytes_moved:
+        n = max(1024, int(bytes_moved // 12))
+        x, y, z = torch.rand(n), torch.rand(n), torch.rand(n)
+        r = torch.rand(max(1024, int(bytes_moved // 4)))
+        out[f"read {r.numel()} floats"] = (lambda: r.sum(), None, 4.0 * r.numel())
+        out[f"triad {n} floats"] = (lambda: torch.add(y, z, alpha=3.0, out=x), None, stream_bytes("triad", n))
+    return out
+
+
 def bench_cases(quick: bool = False) -> list[Case]:
     """``make bench``: torch against NumPy, the peer a reader would reach for, on each roof."""
     import numpy as np

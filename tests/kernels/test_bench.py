@@ -84,6 +84,25 @@ def test_table_reports_throughput_and_fraction_of_peak():
     assert "4.00x" in fast and "50%" in fast and "500 ms" in fast
 
 
+def test_fraction_of_a_roof_never_prints_above_100_percent():
+    assert bench.fraction(1.0, 4.0) == "25%"
+    assert bench.fraction(4.0, 4.0) == "100%*" and bench.fraction(6.0, 4.0) == "100%*"
+    clk = FakeClock()
+    res = bench.compare({"a": clk.fn("a", 0.5)}, repeat=3, min_sample_s=0.0, timer=clk, flops=1e9, bytes_moved=1e9)
+    assert "100%*" in res.table(peak_gflops=1.0, mem_bw_gbs=1.0) and "200%" not in res.table(1.0, 1.0)
+    with pytest.raises(ValueError, match="roof"):
+        bench.fraction(1.0, 0.0)
+
+
+def test_roofs_are_timed_beside_the_case_and_sized_to_it():
+    case = bench.Case("demo", {"a": lambda: None, "b": lambda: None}, flops={"a": 1e6}, bytes_moved=1.2e6)
+    res, peak, bw = bench.run_case_with_roofs(case, quick=True)
+    names = [t.name for t in res.timings]
+    assert names[:2] == ["a", "b"] and any(n.startswith("roof: fp32 matmul") for n in names)
+    assert any(n == "roof: triad 100000 floats" for n in names) and any(n.startswith("roof: read") for n in names)
+    assert peak > 0 and bw > 0 and res.baseline == "a"
+
+
 @pytest.mark.parametrize("seconds, text", [(2.5, "2.5 s"), (0.0123, "12.3 ms"), (4.56e-6, "4.56 us"),
                                            (7e-9, "7 ns"), (0.0, "0 ns")])
 def test_fmt_time(seconds, text):
@@ -122,5 +141,6 @@ def test_make_bench_entry_point_runs_every_kernel_quickly(capsys):
     assert bench.main(["--quick"]) == 0
     out = capsys.readouterr().out
     assert "[roofline] fp32 matmul" in out and "torch vs numpy" in out and "speed-up" in out
+    assert "roof: " in out and not any(f"{p}%" in out for p in range(101, 1000)), "a fraction above 100 %"
     for name, _ in bench.discover():
         assert f"[{name}]" in out, f"kernels.{name}.bench_cases produced no table"

@@ -174,3 +174,27 @@ def test_expected_failure_is_shown_and_asserted_to_still_fail(capsys):
         claims2.check()
     with pytest.raises(ValueError, match="expected"):
         claims2.add("x", "p", 1.0, ">=", 0.0, expected="maybe")
+
+
+@pytest.mark.parametrize("expected", ["hold", "fail"])
+def test_a_nan_measurement_is_never_as_expected(expected, capsys):
+    claims, _ = _claims("book")
+    claims.add("broken", "p", float("nan"), "<=", 1.0, expected=expected)
+    assert not claims.claims[0].as_expected
+    with pytest.raises(AssertionError, match="broken: measured nan.*NaN: a computation broke"):
+        claims.check()
+    assert "NO (NaN)" in capsys.readouterr().out
+    smoke, _ = _claims("smoke")
+    smoke.add("broken", "p", float("nan"), ">=", 1.0, expected=expected)
+    assert smoke.check() == smoke.claims
+
+
+def test_versions_drop_the_local_build_suffix():
+    import types
+
+    fake = types.SimpleNamespace(__name__="torch", __version__="2.13.0+cpu")
+    other = types.SimpleNamespace(__name__="faiss.swig", __version__="1.15.1")
+    assert repro.versions(fake, other) == "torch 2.13.0, faiss 1.15.1"
+    assert "+" not in repro.versions(torch)
+    with pytest.raises(ValueError, match="modules"):
+        repro.versions(object())

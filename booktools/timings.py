@@ -1,0 +1,41 @@
+"""The summary at the end of ``make test``: seconds per chapter (book scale under nbval, smoke under
+papermill), outcome counts per stage, and nbval's comparison mode. Reported, never asserted."""
+
+from __future__ import annotations
+
+import json
+
+from booktools.toc import BUILD, chapters
+
+
+def timings() -> int:
+    """Join the per-stage records that ``conftest.py`` wrote into one table and ``_build/timings.json``."""
+    from kernels.repro import format_table
+
+    stages = {}
+    for f in sorted((BUILD / "timings").glob("*.json")):
+        stages[f.stem] = json.loads(f.read_text())
+    book = {nb: sec for name, data in stages.items() if name.startswith("nbval")
+            for nb, sec in data.get("seconds", {}).items()}
+    smoke = stages.get("smoke", {}).get("seconds", {})
+    modes = {m["chapter"]: m["mode"] for name, data in stages.items() if name.startswith("nbval")
+             for m in data.get("modes", [])}
+    rows = [{"chapter": str(p), "book_s": book.get(str(p)), "smoke_s": smoke.get(str(p)),
+             "nbval_mode": modes.get(str(p))} for p in chapters()]
+    fmt = lambda s: "-" if s is None else f"{s:.0f}"  # noqa: E731
+    print(format_table(["chapter", "book-scale s (nbval)", "nbval mode", "smoke s (papermill)"],
+                       [[r["chapter"], fmt(r["book_s"]), r["nbval_mode"] or "-", fmt(r["smoke_s"])] for r in rows]))
+    totals = {"passed": 0, "failed": 0, "skipped": 0}
+    for data in stages.values():
+        for k in totals:
+            totals[k] += data.get("counts", {}).get(k, 0)
+    (BUILD / "timings.json").write_text(json.dumps({"chapters": rows, "stages": stages}, indent=1))
+    print("(also in _build/timings.json; timings are reported, never asserted)")
+    for name, data in stages.items():
+        if data.get("mode_line"):
+            print(data["mode_line"])
+    for name, data in stages.items():
+        for line in data.get("skipped_stages", []):
+            print(line)
+    print(f"all stages: {totals['passed']} passed, {totals['failed']} failed, {totals['skipped']} skipped")
+    return 0
