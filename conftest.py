@@ -154,7 +154,6 @@ def pytest_sessionfinish(session, exitstatus):
     data = {"counts": dict(_counts), "exitstatus": int(exitstatus),
             "seconds": {nb: round(hi - lo, 1) for nb, (lo, hi) in sorted(_spans.items())}}
     if _modes:
-        data["modes"] = [{"chapter": m.chapter, "mode": m.name, "differs_in": list(m.differs_in),
-                          "compared_cells": m.compared, "code_cells": m.code_cells} for m in _modes]
-        data["mode_line"] = modes.summary(_modes, _here)
+        data["modes"] = [modes.to_record(m) for m in _modes]
+        data["arith"] = {"fingerprint": _here.get("fingerprint")}
     (out / f"{stage}.json").write_text(json.dumps(data, indent=1))

@@ -59,6 +59,15 @@ def decide(chapter: str | Path, nb: nbformat.NotebookNode, here: Mapping) -> Mod
                 sum(compared_in(c, strict) for c in code), len(code))
 
 
+def to_record(m: Mode) -> dict:
+    return {"chapter": m.chapter, "mode": m.name, "differs_in": list(m.differs_in), "compared_cells": m.compared,
+            "code_cells": m.code_cells}
+
+
+def from_record(r: Mapping) -> Mode:
+    return Mode(r["chapter"], r["mode"] == "strict", tuple(r["differs_in"]), r["compared_cells"], r["code_cells"])
+
+
 def summary(modes: list[Mode], here: Mapping) -> str:
     """The one line ``make test`` prints about the comparison mode."""
     if not modes:
@@ -67,8 +76,8 @@ def summary(modes: list[Mode], here: Mapping) -> str:
     strict = [m for m in modes if m.strict]
     portable = [m for m in modes if not m.strict]
     if not portable:
-        return (f"nbval mode: strict for all {len(modes)} notebooks: this machine's arithmetic fingerprint {fp} "
-                f"equals the one their outputs were made with, so every output is compared")
+        return (f"nbval mode: strict for {len(modes)} of {len(modes)} notebooks: this machine's arithmetic "
+                f"fingerprint {fp} equals the one their outputs were made with, so every output is compared")
     reasons = sorted({r for m in portable for r in m.differs_in})
     compared = sum(m.compared for m in portable)
     cells = sum(m.code_cells for m in portable)

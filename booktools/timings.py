@@ -31,11 +31,11 @@ def timings() -> int:
             totals[k] += data.get("counts", {}).get(k, 0)
     (BUILD / "timings.json").write_text(json.dumps({"chapters": rows, "stages": stages}, indent=1))
     print("(also in _build/timings.json; timings are reported, never asserted)")
-    for name, data in stages.items():
-        if data.get("mode_line"):
-            print(data["mode_line"])
-    for name, data in stages.items():
-        for line in data.get("skipped_stages", []):
-            print(line)
+    from booktools import modes as nbval_modes
+
+    records = [r for name, data in stages.items() if name.startswith("nbval") for r in data.get("modes", [])]
+    here = next((data["arith"] for name, data in stages.items() if name.startswith("nbval") and "arith" in data), {})
+    if records:
+        print(nbval_modes.summary([nbval_modes.from_record(r) for r in records], here))
     print(f"all stages: {totals['passed']} passed, {totals['failed']} failed, {totals['skipped']} skipped")
     return 0
