@@ -159,7 +159,7 @@ def test_same_fingerprint_is_strict_and_compares_all_but_ignored_cells():
     here = {"fingerprint": "abc", "parts": {"p": "1"}}
     m = modes.decide("book/x.ipynb", _nb_with_record(here), here)
     assert m.strict and m.compared == 2 and m.code_cells == 3
-    assert "strict for all 1 notebooks" in modes.summary([m], here)
+    assert "strict for 1 of 1 notebooks" in modes.summary([m], here)
 
 
 def test_other_fingerprint_is_portable_and_says_why():
