@@ -35,6 +35,7 @@ import pytest  # noqa: E402
 from booktools import limits, modes  # noqa: E402
 
 _counts: dict[str, int] = defaultdict(int)
+_skip_reasons: list[str] = []
 _spans: dict[str, list[float]] = {}
 _modes: list[modes.Mode] = []
 _here: dict = {}
@@ -134,10 +135,20 @@ def pytest_runtest_logreport(report):
         key = "failed" if report.outcome == "failed" else report.outcome
         if not (report.when == "teardown" and report.outcome == "passed"):
             _counts[key] += 1
+        if report.skipped and isinstance(report.longrepr, tuple):
+            _skip_reasons.append(str(report.longrepr[2]).removeprefix("Skipped: "))
     nb = _notebook_of(report.nodeid)
     if nb is not None and getattr(report, "start", 0) and getattr(report, "stop", 0):
         lo, hi = _spans.get(nb, [report.start, report.stop])
         _spans[nb] = [min(lo, report.start), max(hi, report.stop)]
+
+
+def pytest_collectreport(report):
+    """A module skipped as a whole (the browser stage without Chromium) counts as one skip, with its reason."""
+    if report.skipped:
+        _counts["skipped"] += 1
+        if isinstance(report.longrepr, tuple):
+            _skip_reasons.append(str(report.longrepr[2]).removeprefix("Skipped: "))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -151,7 +162,7 @@ def pytest_sessionfinish(session, exitstatus):
         return
     out = ROOT / "_build" / "timings"
     out.mkdir(parents=True, exist_ok=True)
-    data = {"counts": dict(_counts), "exitstatus": int(exitstatus),
+    data = {"counts": dict(_counts), "exitstatus": int(exitstatus), "skip_reasons": _skip_reasons,
             "seconds": {nb: round(hi - lo, 1) for nb, (lo, hi) in sorted(_spans.items())}}
     if _modes:
         data["modes"] = [modes.to_record(m) for m in _modes]

@@ -4,8 +4,10 @@
     build [--execute]        render the book with Jupyter Book 1.x, -W --keep-going
     execute [NB ...]         refresh committed outputs at book scale in a fresh kernel (no papermill noise)
     run NB [NAME=VALUE ...]  run one chapter through papermill with parameters into _build/runs/
-    timings                  print and save the table of book-scale and smoke seconds per chapter
+    timings [--quiet]        print and save the table of book-scale and smoke seconds per chapter
+    browser                  load every rendered page in headless Chromium, print what a reader would hit
     arith                    this machine's arithmetic fingerprint and the pins in effect
+    lab [ARGS]               register the book's kernel and run JupyterLab on book/ (127.0.0.1)
 """
 
 from __future__ import annotations
@@ -30,7 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run")
     r.add_argument("notebook", type=Path)
     r.add_argument("params", nargs="*")
-    sub.add_parser("timings")
+    t = sub.add_parser("timings")
+    t.add_argument("--quiet", action="store_true", help="only write _build/timings.json")
+    sub.add_parser("browser")
+    la = sub.add_parser("lab")
+    la.add_argument("args", nargs=argparse.REMAINDER, help="passed on to jupyter lab")
     sub.add_parser("arith")
     args = parser.parse_args(argv)
     os.chdir(ROOT)
@@ -51,7 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "timings":
         from booktools.timings import timings
 
-        return timings()
+        return timings(args.quiet)
+    elif args.cmd == "lab":
+        from booktools.lab import main as lab_main
+
+        return lab_main(args.args)
+    elif args.cmd == "browser":
+        from booktools.browser import main as browser_main
+
+        return browser_main()
     elif args.cmd == "arith":
         from booktools.arith import _main
 

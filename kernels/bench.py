@@ -272,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes and few rounds (used by the tests)")
     parser.add_argument("--only", nargs="*", default=[], help="module names, e.g. roofline")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", default="", help="also write the summary table to this JSON file")
     args = parser.parse_args(argv)
     from kernels import repro, roofline
 
@@ -288,6 +289,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if t.name != res.baseline and not t.name.startswith(ROOF_PREFIX):
                     summary.append([modname, case.title, f"{t.name} vs {res.baseline}", f"{res.speedup(t.name):.2f}x"])
     print(format_table(["kernel", "case", "comparison", "speed-up"], summary))
+    if args.json:
+        import json
+        from pathlib import Path
+
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"machine": roofline.cpu_info()["summary"], "threads": args.threads,
+                                   "cases": [dict(zip(("module", "case", "comparison", "ratio"), row))
+                                             for row in summary]}, indent=1))
+        print(f"(also in {out})")
     return 0
 
 

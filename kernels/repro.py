@@ -22,6 +22,7 @@ import math
 import os
 import random
 from dataclasses import dataclass
+from html import escape as html_escape
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -152,6 +153,10 @@ class Claim:
     ``expected="fail"`` records a paper claim that this chapter found *not* to reproduce: it is shown in the
     table as such, and the check asserts that it still fails, so that a change which makes it reproduce
     (or a bug that hid the failure) is noticed and the chapter's text updated.
+
+    ``kind="sanity"`` marks a check that holds by construction (a ``max`` that never lets a value decrease, a
+    merge equal to a full sort): it is asserted like a claim, but shown as a sanity check and never counted
+    as a reproduced claim of the paper.
     """
 
     name: str
@@ -161,6 +166,7 @@ class Claim:
     threshold: float
     fmt: str = ".3g"
     expected: str = "hold"
+    kind: str = "claim"
 
     @property
     def holds(self) -> bool:
@@ -174,6 +180,23 @@ class Claim:
         if math.isnan(self.measured):
             return False
         return self.holds == (self.expected == "hold")
+
+    @property
+    def status(self) -> str:
+        """One of "holds", "fails", "no-repro" (does not reproduce, as recorded), "sanity", "nan"."""
+        if math.isnan(self.measured):
+            return "nan"
+        if not self.as_expected:
+            return "fails"
+        if self.kind == "sanity":
+            return "sanity"
+        return "no-repro" if self.expected == "fail" else "holds"
+
+    def record(self) -> dict[str, Any]:
+        """The claim as plain data (the dashboard reads these from the committed notebooks)."""
+        return {"name": self.name, "paper": self.paper, "measured": round_sig(self.measured), "op": self.op,
+                "threshold": round_sig(self.threshold), "expected": self.expected, "kind": self.kind,
+                "status": self.status}
 
     def describe(self) -> str:
         text = f"{self.name}: measured {self.measured:{self.fmt}}, needs {self.op} {self.threshold:{self.fmt}}"
@@ -205,13 +228,18 @@ class Claims:
         self.claims: list[Claim] = []
 
     def add(self, name: str, paper: str, measured: float, op: str, threshold: float, fmt: str = ".3g",
-            expected: str = "hold") -> Claim:
+            expected: str = "hold", kind: str = "claim") -> Claim:
         """Record one claim. ``name`` becomes the glue key, so it must be a Python identifier.
 
-        ``expected="fail"`` marks a paper claim that does not reproduce here (see :class:`Claim`).
+        ``expected="fail"`` marks a paper claim that does not reproduce here; ``kind="sanity"`` a check that
+        holds by construction (see :class:`Claim`).
         """
         if expected not in ("hold", "fail"):
             raise ValueError(f"expected: expected 'hold' or 'fail', received {expected!r}")
+        if kind not in ("claim", "sanity"):
+            raise ValueError(f"kind: expected 'claim' or 'sanity', received {kind!r}")
+        if kind == "sanity" and expected == "fail":
+            raise ValueError("expected: a sanity check is expected to hold, received 'fail'")
         if not isinstance(name, str) or not name.isidentifier():
             raise ValueError(f"name: expected an identifier usable as a glue key, received {name!r}")
         if any(c.name == name for c in self.claims):
@@ -224,21 +252,56 @@ class Claims:
             raise ValueError(f"measured/threshold: expected real numbers, received {measured!r} and {threshold!r}") from exc
         if math.isnan(threshold_f):
             raise ValueError(f"threshold: expected a number, received nan for claim {name!r}")
-        claim = Claim(name, str(paper), measured_f, op, threshold_f, fmt, expected)
+        claim = Claim(name, str(paper), measured_f, op, threshold_f, fmt, expected, kind)
         self.claims.append(claim)
         return claim
 
-    def table(self) -> str:
-        def verdict(c: Claim) -> str:
-            if math.isnan(c.measured):
-                return "NO (NaN)"
-            if c.expected == "fail":
-                return "no (does not reproduce)" if not c.holds else "YES (reported as failing)"
-            return "yes" if c.holds else "NO"
+    @staticmethod
+    def verdict(c: Claim) -> str:
+        if math.isnan(c.measured):
+            return "NO (NaN)"
+        if c.expected == "fail":
+            return "no (does not reproduce)" if not c.holds else "YES (reported as failing)"
+        if c.kind == "sanity":
+            return "yes (sanity)" if c.holds else "NO (sanity)"
+        return "yes" if c.holds else "NO"
 
-        rows = [[c.name, c.paper, f"{c.measured:{c.fmt}}", f"{c.op} {c.threshold:{c.fmt}}", verdict(c)]
+    def _rows(self) -> list[list[str]]:
+        return [[c.name, c.paper, f"{c.measured:{c.fmt}}", f"{c.op} {c.threshold:{c.fmt}}", self.verdict(c)]
                 for c in self.claims]
-        return format_table(["claim", "paper", "this chapter", "threshold", "holds"], rows)
+
+    def table(self) -> str:
+        """The claims as a plain-text table (what nbval compares and a terminal shows)."""
+        return format_table(["claim", "paper", "this chapter", "threshold", "holds"], self._rows())
+
+    def html(self) -> str:
+        """The same table as HTML that wraps to the text column of the rendered book."""
+        cls = {"fails": "fail", "nan": "fail", "no-repro": "no-repro", "sanity": "sanity", "holds": "holds"}
+        head = "".join(f"<th>{h}</th>" for h in ("claim", "paper", "this chapter", "threshold", "holds"))
+        body = []
+        for c, row in zip(self.claims, self._rows()):
+            cells = [f"<td><code>{html_escape(row[0])}</code></td>", f"<td>{html_escape(row[1])}</td>"]
+            cells += [f'<td class="num">{html_escape(x)}</td>' for x in row[2:4]] + [f"<td>{html_escape(row[4])}</td>"]
+            body.append(f'<tr class="{cls[c.status]}">' + "".join(cells) + "</tr>")
+        return (f'<table class="book-claims"><thead><tr>{head}</tr></thead><tbody>' + "".join(body)
+                + "</tbody></table>")
+
+    def records(self) -> list[dict[str, Any]]:
+        return [c.record() for c in self.claims]
+
+    def _show(self) -> None:
+        """In a notebook: one output with the text table, the HTML table and the claims as data (metadata);
+        elsewhere: the text table."""
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+        except ImportError:  # pragma: no cover - IPython comes with the notebook stack
+            get_ipython = None
+        if get_ipython is None or get_ipython() is None:
+            print(self.table())
+            return
+        display({"text/plain": self.table(), "text/html": self.html()}, raw=True,
+                metadata={"book": {"claims": self.records()}})
 
     @property
     def failed(self) -> list[Claim]:
@@ -257,8 +320,8 @@ class Claims:
         if not self.claims:
             raise ValueError("claims: nothing to check; add at least one claim first")
         print(f"Reproduction check at SCALE={self.scale!r} "
-              f"({'asserted' if self.scale in self.assert_at else 'reported only, not asserted'})")
-        print(self.table())
+              f"({'asserted' if self.scale in self.assert_at else 'reported only, not asserted'})", flush=True)
+        self._show()
         glue = self._glue
         if glue is None:
             from myst_nb import glue  # imported late: only notebooks need it
@@ -266,8 +329,10 @@ class Claims:
             glue(name, value, display=False)
         failed = self.failed
         n_fail = sum(c.expected == "fail" for c in self.claims)
+        n_sanity = sum(c.kind == "sanity" for c in self.claims)
+        notes = [f"{n_fail} reported as not reproducing"] * bool(n_fail) + [f"{n_sanity} sanity checks"] * bool(n_sanity)
         print(f"{len(self.claims) - len(failed)} of {len(self.claims)} claims as expected"
-              + (f" ({n_fail} reported as not reproducing)" if n_fail else ""))
+              + (f" ({'; '.join(notes)})" if notes else ""))
         if failed and self.scale in self.assert_at:
             raise AssertionError(f"{len(failed)} claim(s) failed at SCALE={self.scale!r}:\n"
                                  + "\n".join("  " + c.describe() for c in failed))

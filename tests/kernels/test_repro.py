@@ -198,3 +198,34 @@ def test_versions_drop_the_local_build_suffix():
     assert "+" not in repro.versions(torch)
     with pytest.raises(ValueError, match="modules"):
         repro.versions(object())
+
+
+def test_sanity_checks_are_asserted_but_shown_and_recorded_apart(capsys):
+    claims, _ = _claims("book")
+    claims.add("real", "p", 2.0, ">=", 1.0)
+    claims.add("by_construction", "eta never decreases", 0.0, "==", 0.0, kind="sanity")
+    claims.add("gap", "within a decade", 3.0, "<=", 1.0, expected="fail")
+    assert claims.check() == []
+    out = capsys.readouterr().out
+    assert "yes (sanity)" in out and "(1 reported as not reproducing; 1 sanity checks)" in out
+    assert [r["status"] for r in claims.records()] == ["holds", "sanity", "no-repro"]
+    assert claims.records()[0] == {"name": "real", "paper": "p", "measured": 2.0, "op": ">=", "threshold": 1.0,
+                                   "expected": "hold", "kind": "claim", "status": "holds"}
+    broken, _ = _claims("book")
+    broken.add("by_construction", "eta never decreases", 1.0, "==", 0.0, kind="sanity")
+    with pytest.raises(AssertionError, match="by_construction"):
+        broken.check()
+    assert broken.records()[0]["status"] == "fails"
+    with pytest.raises(ValueError, match="kind"):
+        broken.add("x", "p", 1.0, ">=", 0.0, kind="maybe")
+    with pytest.raises(ValueError, match="expected"):
+        broken.add("y", "p", 1.0, ">=", 0.0, kind="sanity", expected="fail")
+
+
+def test_claims_html_escapes_and_marks_rows():
+    claims, _ = _claims("smoke")
+    claims.add("a", "x < y & z", 1.0, ">=", 2.0)
+    claims.add("b", "p", 1.0, ">=", 0.0, kind="sanity")
+    html = claims.html()
+    assert html.startswith('<table class="book-claims">') and "x &lt; y &amp; z" in html
+    assert '<tr class="fail">' in html and '<tr class="sanity">' in html and html.count("<tr") == 3
