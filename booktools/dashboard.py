@@ -34,6 +34,7 @@ STATUS = {
     "fails": "**FAILS**",
     "no-repro": "does not reproduce (asserted to still fail)",
     "sanity": "sanity check",
+    "stress": "this chapter's stress test (asserted as recorded; not a paper claim)",
     "nan": "**NaN**",
 }
 
@@ -95,7 +96,8 @@ def markdown(paths: list[Path] | None = None, timings: dict | None = None, bench
     counts = {k: sum(r["status"] == k for r in all_rows) for k in STATUS}
     lines = [f"**{len(all_rows)} claims in {len(paths)} notebooks:** {counts['holds']} hold, "
              f"{counts['no-repro']} do not reproduce (each asserted to still fail, so that a change is noticed), "
-             f"{counts['sanity']} are sanity checks, {counts['fails'] + counts['nan']} fail.", ""]
+             f"{counts['sanity']} are sanity checks, {counts['stress']} are stress tests of a chapter's own, "
+             f"{counts['fails'] + counts['nan']} fail.", ""]
     book_s = {r["chapter"]: r.get("book_s") for r in timings.get("chapters", [])}
     modes = {r["chapter"]: r.get("nbval_mode") for r in timings.get("chapters", [])}
     ratios: dict[str, list[str]] = {}

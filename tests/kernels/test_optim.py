@@ -137,6 +137,63 @@ def test_pinned_adampp_case2_amsgrad_is_torch_amsgrad_with_lr_eta_over_sqrt_t(im
 
 
 @pytest.mark.parametrize("impl", ["reference", "fused"])
+def test_pinned_primary_configuration_is_torch_adam_with_lr_eta_over_sqrt_t(impl):
+    """The chapter's primary configuration (Case 2 without the max, lambda = 1, bias correction) with eta held
+    fixed is torch.optim.Adam (bias-corrected) at step size eta / sqrt(t + 1) and eps delta / sqrt(t + 1)."""
+    eta, delta = 0.05, 1e-8
+
+    def rescale(adam, t):
+        for group in adam.param_groups:
+            group["lr"], group["eps"] = eta / math.sqrt(t + 1), delta / math.sqrt(t + 1)
+
+    ours, theirs = _same_trajectory(
+        lambda ps: _pin_eta(AdamPP(ps, eps=eta, delta=delta, case=2, amsgrad=False, lam=1.0, bias_correction=True,
+                                   impl=impl), eta),
+        lambda ps: torch.optim.Adam(ps, lr=eta, eps=delta, amsgrad=False, foreach=False), before_step=rescale)
+    for a, b in zip(theirs, ours):
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-12)
+
+
+def _oracle(steps, eps=1e-6, beta1=0.9, beta2=0.999, delta=1e-8):
+    """Adam++ (Case 2 practical, bias correction) in plain Python floats, from the equations alone: the
+    parameters as one flat list, the same gradient field as set_grads. Returns eta_t and x_T."""
+    params = make_params()
+    x = [float(v) for p in params for v in p.detach().flatten()]
+    x0, m, v, eta = list(x), [0.0] * len(x), [0.0] * len(x), eps
+    shapes = [p.shape for p in params]
+    etas = []
+    for t in range(steps):
+        r = math.sqrt(sum((a - b) ** 2 for a, b in zip(x, x0)) / len(x))                  # Eq. 1
+        eta = max(eta, r)                                                                  # Eq. 2
+        tensors, k = [], 0
+        for shape in shapes:
+            n = math.prod(shape)
+            tensors.append(torch.tensor(x[k:k + n], dtype=torch.float64).reshape(shape).requires_grad_())
+            k += n
+        set_grads(tensors, t)
+        g = [float(u) for p in tensors for u in p.grad.flatten()]
+        for i in range(len(x)):
+            m[i] = beta1 * m[i] + (1 - beta1) * g[i]                                       # Eq. 3, lambda = 1
+            v[i] = beta2 * v[i] + (1 - beta2) * g[i] ** 2                                  # Eq. 4, Case 2
+            mhat, vhat = m[i] / (1 - beta1 ** (t + 1)), v[i] / (1 - beta2 ** (t + 1))
+            s = math.sqrt((t + 1) * vhat) + delta                                          # Eq. 5
+            x[i] -= eta * mhat / s                                                         # Eq. 6, c = 1
+        etas.append(eta)
+    return etas, x
+
+
+@pytest.mark.parametrize("impl", ["reference", "fused"])
+def test_multi_step_eta_and_iterates_equal_an_oracle_written_from_the_equations(impl):
+    steps = 40
+    etas, x = _oracle(steps)
+    params, opt, got = run(lambda ps: AdamPP(ps, impl=impl), steps=steps)
+    assert got == pytest.approx(etas, rel=1e-9, abs=1e-15)
+    assert etas[0] == 1e-6 and etas[-1] > 100 * etas[0], "the oracle's eta did not grow: the test would be weak"
+    flat = [float(u) for p in params for u in p.detach().flatten()]
+    assert flat == pytest.approx(x, rel=1e-8, abs=1e-10)
+
+
+@pytest.mark.parametrize("impl", ["reference", "fused"])
 def test_state_dict_round_trip_continues_the_same_trajectory(impl):
     params = make_params()
     opt = AdamPP(params, impl=impl, amsgrad=True, weight_decay=0.01)

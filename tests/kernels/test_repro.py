@@ -229,3 +229,19 @@ def test_claims_html_escapes_and_marks_rows():
     html = claims.html()
     assert html.startswith('<table class="book-claims">') and "x &lt; y &amp; z" in html
     assert '<tr class="fail">' in html and '<tr class="sanity">' in html and html.count("<tr") == 3
+
+
+def test_stress_tests_are_asserted_as_recorded_and_kept_apart(capsys):
+    claims, _ = _claims("book")
+    claims.add("beyond", "this chapter's stress test", 3.0, "<=", 1.0, expected="fail", kind="stress")
+    claims.add("real", "p", 2.0, ">=", 1.0)
+    assert claims.check() == []
+    out = capsys.readouterr().out
+    assert "no (stress test)" in out and "1 stress tests of this chapter's own" in out
+    assert "reported as not reproducing" not in out
+    assert [r["status"] for r in claims.records()] == ["stress", "holds"]
+    changed, _ = _claims("book")
+    changed.add("beyond", "this chapter's stress test", 0.5, "<=", 1.0, expected="fail", kind="stress")
+    with pytest.raises(AssertionError, match="beyond"):
+        changed.check()
+    assert "UNEXPECTED (stress test)" in capsys.readouterr().out
