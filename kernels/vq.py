@@ -291,12 +291,17 @@ class StreamingIndex:
 
     def step(self, ids: Tensor, vecs: Tensor, t: int) -> Tensor:
         """One batch at step ``t``: ``ids`` [B] distinct int64 item ids, ``vecs`` [B, d] their vectors.
-        Returns the clusters [B] they were assigned to."""
+        Returns the clusters [B] they were assigned to; ``assign[ids]`` is written in this same call (the real-time
+        index write). Repeated ids raise ``ValueError``: the caller merges repeats of an item within a batch."""
         _check_matrix("vecs", vecs, self.W.shape[1])
         _check_vector("ids", ids, vecs.shape[0], torch.int64)
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.assign.shape[0]):
             raise ValueError(f"ids: expected item ids in [0, {self.assign.shape[0]}), received min {int(ids.min())}, "
                              f"max {int(ids.max())}")
+        n_distinct = int(torch.unique(ids).numel())
+        if n_distinct != ids.numel():       # a repeated id would enter Eq. eq-ema twice in one step
+            raise ValueError(f"ids: expected distinct item ids (merge repeats within a batch first), received "
+                             f"{ids.numel()} ids with {ids.numel() - n_distinct} repeats")
         r = size_factor(self.C, self.size_s, self.size_floor) if self.size_s is not None else None   # eq-balance
         k, _ = nearest_codeword(vecs, self.codewords(), "l2", scale=r)                               # eq-assign
         last = self.last_seen[ids]

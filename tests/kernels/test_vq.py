@@ -207,6 +207,32 @@ def test_streaming_index_equals_a_per_item_loop(size_s, beta):
     assert index.last_seen.tolist() == [last.get(i, -1) for i in range(N)]
 
 
+def test_streaming_index_serves_an_item_in_the_step_it_first_appears():
+    """The sanity check behind the chapter's immediacy row: assign[ids] is written by the same step() call, and
+    items not yet seen stay out of the serving map (-1)."""
+    g = torch.Generator().manual_seed(11)
+    N, K, d = 40, 4, 3
+    items = torch.randn(N, d, generator=g)
+    index = vq.StreamingIndex(items[:K], N, 0.9, 1.0, 20.0, 2.0, 0.5)
+    seen = torch.zeros(N, dtype=torch.bool)
+    for t in range(6):
+        ids = torch.randperm(N, generator=g)[:7]
+        k = index.step(ids, items[ids], t)
+        seen[ids] = True
+        assert index.assign[ids].tolist() == k.tolist()
+        assert index.last_seen[ids].tolist() == [t] * len(ids)
+        assert bool((index.assign[~seen] == -1).all()) and bool((index.assign[seen] >= 0).all())
+
+
+def test_streaming_index_rejects_repeated_ids():
+    index = vq.StreamingIndex(torch.randn(3, 2), 10, 0.9, 1.0, 5.0)
+    with pytest.raises(ValueError, match="ids: expected distinct item ids.*1 repeats"):
+        index.step(torch.tensor([4, 2, 4]), torch.randn(3, 2), 0)
+    assert index.assign.tolist() == [-1] * 10                      # nothing written on a rejected batch
+    index.step(torch.tensor([4, 2]), torch.randn(2, 2), 0)         # merged, it goes through
+    assert int((index.assign >= 0).sum()) == 2
+
+
 def test_opened_clusters_equals_a_loop():
     g = torch.Generator().manual_seed(5)
     scores, sizes = torch.randn(7, 6, generator=g), torch.randint(0, 9, (6,), generator=g)
@@ -259,6 +285,7 @@ X = torch.randn(5, 3)
     (lambda: vq.StreamingIndex(E4, 10, 0.9, 1.0, 0.0), "delta0"),
     (lambda: vq.StreamingIndex(E4, 10, 0.9, 1.0, 5.0).step(torch.tensor([0, 10]), torch.randn(2, 3), 0), "ids"),
     (lambda: vq.StreamingIndex(E4, 10, 0.9, 1.0, 5.0).step(torch.tensor([0, 1]), torch.randn(2, 4), 0), "vecs"),
+    (lambda: vq.StreamingIndex(E4, 10, 0.9, 1.0, 5.0).step(torch.tensor([3, 3]), torch.randn(2, 3), 0), "ids"),
     (lambda: vq.opened_clusters(torch.randn(2, 3), torch.tensor([1, 2]), 2), "sizes"),
 ])
 def test_bad_input_names_the_argument(call, match):
