@@ -12,11 +12,23 @@ d_s = D / G, and a projection W_iota in R^{d_s x D}:
     h_iota(i) = c_j(i) mod M_iota                                                             (Eq. 3)
     e_i = ( E_0[x_i] + sum_iota E_iota[h_iota(i)] W_iota ) / (1 + G)                          (Eq. 5, App. A)
 
-Ids are computed by modular Horner, ((c mod M) + x V^{j-1} mod M) mod M, so no intermediate exceeds
-M * V < 2^63 and there is no int64 overflow for any n. The fast embedding keeps all tables in **one flat
-table** (row offsets sum_{<iota} M) and all projections in **one** Linear(G d_s -> D) (the block-stacked W,
-biases summed): one gather and one GEMM instead of G of each. ``NaiveOverEncoding`` is the Appendix-A form
-(G Embeddings and G Linears) used as the test reference.
+Ids are computed by modular Horner over the j most recent tokens, oldest first:
+
+    acc <- 0;  for x in (x_{i-j+1}, ..., x_{i-1}, x_i):  acc <- (acc * (V mod M) + x) mod M
+
+which ends at c_j(i) mod M because c_j(i) = ((x_{i-j+1} V + x_{i-j+2}) V + ...) V + x_i. Every intermediate is
+below M * V < 2^62, so there is no int64 overflow for any n (the paper's pseudo-code multiplies x V^{j-1}
+directly, which overflows for n >= 4 at V ~ 1e5).
+
+Shapes through :class:`OverEncoding`, for a batch of B sequences of T tokens:
+
+    tokens [B, T]  --ngram_ids-->  row ids [B, T, G]  (+ row offsets of the flat table)
+                   --table------>  hashed rows [B, T, G, d_s]  --flatten-->  [B, T, G * d_s]
+                   --proj------->  [B, T, D]  (+ E_0[x_i], then / (1 + G))  =  e_i of Eq. 5
+
+The fast embedding keeps all tables in **one flat table** (row offsets sum_{<iota} M) and all projections in
+**one** Linear(G d_s -> D) (the block-stacked W, biases summed): one gather and one GEMM instead of G of each.
+``NaiveOverEncoding`` is the Appendix-A form (G Embeddings and G Linears) used as the test reference.
 """
 
 from __future__ import annotations
