@@ -18,7 +18,11 @@ wrong with probability about |z| / 2^64 per element, where z is the encoded valu
 
 The channel counts what a real network would carry: 8 bytes per ring element and one round per
 synchronous exchange (exchanges inside ``Channel.parallel()`` share one round); the dealer's traffic is
-counted apart, as offline (input-independent) preprocessing.
+counted apart, as offline (input-independent) preprocessing. It also records each party's *view*: every
+tensor a party receives or computes, as a ``View`` tagged with the party, its kind ("masked": a uniform share
+or a Beaver difference; "opened": a plaintext value revealed to it; "computed": a plaintext value it computed;
+"input"/"output": the client's own), the layer type and the block. Plaintext entries keep their value (as
+float64); masked ones keep only their shape unless ``Channel(keep_masked=True)`` (then their ring value).
 
 The CrypTen approximations used by a pure-SMPC baseline are here too: exp by the limit
 (1 + x / 2^n)^(2^n), reciprocal and inverse square root by Newton-Raphson from CrypTen's initial guesses,
@@ -183,6 +187,30 @@ def trunc(x: Shared, frac_bits: int = FRAC_BITS) -> Shared:
 
 
 # ------------------------------------------------------------------------------------------------ channel
+PARTIES = ("P0", "P1", "P2")
+VIEW_KINDS = ("masked", "opened", "computed", "derived", "input", "output")
+
+
+@dataclass(frozen=True)
+class View:
+    """One tensor a party received or computed: who, what kind, which activation, where, and its value (float64
+    for plaintext kinds; for a masked one its ring value if the channel keeps masked values, else None)."""
+
+    party: str
+    kind: str
+    key: str
+    label: str
+    tag: str
+    block: int | None
+    shape: tuple[int, ...]
+    value: Tensor | None
+
+    @property
+    def name(self) -> str:
+        """The plaintext run's activation name: key plus block number (``scores0``), or key alone."""
+        return self.key if self.block is None else f"{self.key}{self.block}"
+
+
 class Channel:
     """Counts online bytes and rounds (per tag) and the dealer's offline bytes.
 
@@ -191,11 +219,16 @@ class Channel:
     ``with chan.tag("attention"):`` files everything sent inside under that label.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keep_masked: bool = False) -> None:
+        if not isinstance(keep_masked, bool):
+            raise ValueError(f"keep_masked: expected a bool, received {type(keep_masked).__name__}")
         self.bytes: dict[str, int] = {}
         self.rounds: dict[str, int] = {}
         self.offline_bytes: dict[str, int] = {}
+        self.views: list[View] = []
+        self.keep_masked = keep_masked
         self._tags: list[str] = ["other"]
+        self._blocks: list[int | None] = [None]
         self._parallel_depth = 0
         self._parallel_sent = False
 
@@ -212,6 +245,40 @@ class Channel:
             yield self
         finally:
             self._tags.pop()
+
+    @contextmanager
+    def block(self, index: int | None) -> Iterator["Channel"]:
+        """Views recorded inside are tagged with this Transformer block (None: outside any block)."""
+        if index is not None and (isinstance(index, bool) or not isinstance(index, int) or index < 0):
+            raise ValueError(f"index: expected an int >= 0 or None, received {index!r}")
+        self._blocks.append(index)
+        try:
+            yield self
+        finally:
+            self._blocks.pop()
+
+    def see(self, party: str, kind: str, key: str, label: str, value: Tensor, frac_bits: int = FRAC_BITS) -> None:
+        """Record that ``party`` received or computed ``value`` (a ring tensor is decoded first).
+
+        ``key`` names the activation it corresponds to (the plaintext run's name, without the block number),
+        ``label`` is what a reader reads. Masked values keep only their shape unless ``keep_masked`` (then
+        their ring value, int64); plaintext values are kept as float64.
+        """
+        if party not in PARTIES:
+            raise ValueError(f"party: expected one of {PARTIES}, received {party!r}")
+        if kind not in VIEW_KINDS:
+            raise ValueError(f"kind: expected one of {VIEW_KINDS}, received {kind!r}")
+        if not isinstance(value, Tensor):
+            raise ValueError(f"value: expected a tensor, received {describe(value)}")
+        if kind == "masked":
+            val = value.clone() if self.keep_masked else None               # a ring element, kept as such
+        else:
+            val = decode(value, frac_bits) if value.dtype == torch.int64 else value.detach().double()
+        self.views.append(View(party, kind, key, label, self.current, self._blocks[-1], tuple(value.shape), val))
+
+    def view_of(self, party: str, kind: str | None = None) -> list["View"]:
+        """The recorded views of one party (optionally of one kind), in the order they happened."""
+        return [v for v in self.views if v.party == party and (kind is None or v.kind == kind)]
 
     @contextmanager
     def parallel(self) -> Iterator["Channel"]:
@@ -269,6 +336,9 @@ class Dealer:
     def _deal(self, *values: Tensor) -> list[Shared]:
         out = [share(v, self.gen) for v in values]
         self.chan.offline(*[s for sh in out for s in (sh.s0, sh.s1)])
+        for sh in out:
+            self.chan.see("P0", "masked", "triple", "dealt triple share (offline)", sh.s0)
+            self.chan.see("P1", "masked", "triple", "dealt triple share (offline)", sh.s1)
         return out
 
     def mul_triple(self, shape_x: Sequence[int], shape_y: Sequence[int]) -> list[Shared]:
@@ -285,26 +355,38 @@ class Dealer:
 
 
 # ----------------------------------------------------------------------------------------- communication
-def open_shared(x: Shared, chan: Channel) -> Tensor:
-    """Both parties send their share (one round, 2 numel elements); both learn x."""
+def open_shared(x: Shared, chan: Channel, key: str = "opened", label: str = "opened value",
+                kind: str = "opened") -> Tensor:
+    """Both parties send their share (one round, 2 numel elements); both learn x, recorded in both views as
+    ``kind`` ("masked" when x is a Beaver difference X - A, uniform because A is)."""
     if not isinstance(x, Shared):
         raise ValueError(f"x: expected Shared, received {type(x).__name__}")
     chan.send(x.s0, x.s1)
-    return x.s0 + x.s1
+    z = x.s0 + x.s1
+    for party in ("P0", "P1"):
+        chan.see(party, kind, key, label, z)
+    return z
 
 
-def reveal_to_p1(x: Shared, chan: Channel) -> Tensor:
-    """P0 sends its share to P1 (one round, numel elements); only P1 learns x."""
+def reveal_to_p1(x: Shared, chan: Channel, key: str = "opened", label: str = "opened value",
+                 frac_bits: int = FRAC_BITS) -> Tensor:
+    """P0 sends its share to P1 (one round, numel elements); only P1 learns x (recorded as "opened")."""
     if not isinstance(x, Shared):
         raise ValueError(f"x: expected Shared, received {type(x).__name__}")
     chan.send(x.s0)
-    return x.s0 + x.s1
+    z = x.s0 + x.s1
+    chan.see("P1", "opened", key, label, z, frac_bits)
+    return z
 
 
-def reshare_from_p1(z: Tensor, gen: torch.Generator, chan: Channel) -> Shared:
-    """P1 holds z in the clear, splits it and sends P0 its share (one round, numel elements)."""
+def reshare_from_p1(z: Tensor, gen: torch.Generator, chan: Channel, key: str = "reshared",
+                    label: str = "share from P1") -> Shared:
+    """P1 holds z in the clear, splits it and sends P0 its share (one round, numel elements); P0's view
+    gains a uniform share ("masked")."""
+    _check_ring("z", z)
     out = share(z, gen)
     chan.send(out.s0)
+    chan.see("P0", "masked", key, label, out.s0)
     return out
 
 
@@ -332,8 +414,8 @@ def beaver_mul(x: Shared, y: Shared, dealer: Dealer, chan: Channel, frac_bits: i
         raise ValueError(f"x, y: expected Shared, received {type(x).__name__} and {type(y).__name__}")
     a, b, c = dealer.mul_triple(x.shape, y.shape)
     with chan.parallel():
-        e = open_shared(x - a, chan)
-        f = open_shared(y - b, chan)
+        e = open_shared(x - a, chan, "beaver", "Beaver differences E = X - A, F = Y - B", "masked")
+        f = open_shared(y - b, chan, "beaver", "Beaver differences E = X - A, F = Y - B", "masked")
     z0 = c.s0 + e * b.s0 + a.s0 * f + e * f
     z1 = c.s1 + e * b.s1 + a.s1 * f
     return trunc(Shared(z0, z1), frac_bits)
@@ -344,7 +426,7 @@ def beaver_square(x: Shared, dealer: Dealer, chan: Channel, frac_bits: int = FRA
     if not isinstance(x, Shared):
         raise ValueError(f"x: expected Shared, received {type(x).__name__}")
     a, a2 = dealer.square_pair(x.shape)
-    e = open_shared(x - a, chan)
+    e = open_shared(x - a, chan, "beaver", "Beaver differences E = X - A, F = Y - B", "masked")
     # x^2 = a^2 + 2 e a + e^2
     z0 = a2.s0 + 2 * e * a.s0 + e * e
     z1 = a2.s1 + 2 * e * a.s1
@@ -358,8 +440,8 @@ def beaver_matmul(x: Shared, y: Shared, dealer: Dealer, chan: Channel, frac_bits
     _check_matmul(x.s0, y.s0)
     a, b, c = dealer.matmul_triple(x.shape, y.shape)
     with chan.parallel():
-        e = open_shared(x - a, chan)
-        f = open_shared(y - b, chan)
+        e = open_shared(x - a, chan, "beaver", "Beaver differences E = X - A, F = Y - B", "masked")
+        f = open_shared(y - b, chan, "beaver", "Beaver differences E = X - A, F = Y - B", "masked")
     z0 = c.s0 + ring_matmul(e, b.s0) + ring_matmul(a.s0, f) + ring_matmul(e, f)
     z1 = c.s1 + ring_matmul(e, b.s1) + ring_matmul(a.s1, f)
     return trunc(Shared(z0, z1), frac_bits)
