@@ -4,7 +4,8 @@
 #   make book EXECUTE=1       re-execute every chapter while rendering
 #   make test                 kernel tests, papermill smoke runs, nbval at book scale, strict book build, browser
 #   make execute NB=book/x.ipynb   refresh one chapter's committed outputs (NB unset: every chapter)
-#   make run NB=book/x.ipynb P="SCALE=paper SEED=1"   one papermill run into _build/runs/
+#   make run NB=book/x.ipynb P="SCALE=paper SEED=1" [NPROC=8]   one papermill run into _build/runs/ (NPROC:
+#                             training processes under torchrun, for the chapters that train language models)
 #   make bench                the kernel benchmark table
 #   make lab                  JupyterLab on book/ (127.0.0.1) with the book's kernel, "Ten Papers from Scratch"
 #   make sync                 bring each chapter's .ipynb and its text form text/<part>/<slug>.md in line (jupytext)
@@ -93,7 +94,7 @@ execute: $(STAMP)
 
 run: $(STAMP)
 	@test -n "$(NB)" || { echo 'usage: make run NB=book/<chapter>.ipynb P="SCALE=paper SEED=1"'; exit 2; }
-	$(PY) -m booktools run $(NB) $(P)
+	$(PY) -m booktools run $(NB) $(P) $(if $(NPROC),NPROC=$(NPROC))
 
 bench: $(STAMP)
 	$(PY) -m kernels.bench --json _build/bench.json

@@ -27,6 +27,7 @@ import sysconfig
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -127,6 +128,25 @@ def split(ids: torch.Tensor, train_fraction: float = 0.9) -> tuple[torch.Tensor,
         raise ValueError(f"train_fraction: expected 0 < train_fraction < 1, received {train_fraction!r}")
     cut = int(len(ids) * train_fraction)
     return ids[:cut], ids[cut:]
+
+
+def markov2_source(vocab: int, length: int, seed: int, alpha: float = 0.1) -> tuple[torch.Tensor, np.ndarray]:
+    """A stream with known order-2 structure: every context (a, b) of two symbols gets its own next-symbol
+    distribution drawn from a Dirichlet(alpha) (small alpha: peaked, so the context matters). Returns the int64
+    stream of ``length`` symbols and the table P[a, b, next] (whose conditional entropy is the loss floor)."""
+    if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 2:
+        raise ValueError(f"vocab: expected an int >= 2, received {vocab!r}")
+    if isinstance(length, bool) or not isinstance(length, int) or length < 3:
+        raise ValueError(f"length: expected an int >= 3, received {length!r}")
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.full(vocab, alpha), size=(vocab, vocab))       # P(next | a, b)
+    cdf = probs.cumsum(-1)
+    seq = np.zeros(length, dtype=np.int64)
+    seq[:2] = rng.integers(0, vocab, 2)
+    u = rng.random(length)
+    for t in range(2, length):
+        seq[t] = min(int(np.searchsorted(cdf[seq[t - 2], seq[t - 1]], u[t])), vocab - 1)
+    return torch.from_numpy(seq), probs
 
 
 def windows(ids: torch.Tensor, batch: int, length: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -66,3 +66,123 @@ def test_fit_equals_a_hand_written_loop():
 def test_bad_input_names_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# --- run(): one process, torchrun with DistributedDataParallel, checkpoints ----------------------------------
+
+import ast
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+
+from kernels.train import LanguageModel, RunResult, compute_box, read_metrics, run, task_cost, torchrun_command
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = dict(task="kernels.train:language_model", task_args=dict(dim=32, layers=1, heads=2, context=32, m=1021),
+            steps=6, global_batch=8, micro_batch=2, lr=3e-3, warmup=2, seed=0, weight_decay=0.1)
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+                OMP_NUM_THREADS="1")
+
+
+def _torchrun(config, tmp_path, nproc):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    subprocess.run(torchrun_command(str(path), nproc), check=True, cwd=ROOT, env=_env(), capture_output=True,
+                   timeout=300)
+    return read_metrics(config["out_dir"])
+
+
+def test_two_processes_with_ddp_equal_one_process_with_the_same_global_batch(tmp_path):
+    """gloo DDP over 2 processes, 2 micro-batches each (gradient accumulation), against 1 process with 4."""
+    one = run({**TINY, "out_dir": str(tmp_path / "one"), "checkpoint_every": 6})
+    two = _torchrun({**TINY, "out_dir": str(tmp_path / "two"), "checkpoint_every": 6}, tmp_path, 2)
+    assert [m["step"] for m in two] == list(range(1, 7))
+    np.testing.assert_allclose([m["loss"] for m in two], one.losses, rtol=1e-5)
+    a = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=False)["model"]
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-6)
+    assert one.losses[-1] < one.losses[0], "the run did not train: the comparison would be weak"
+
+
+def test_a_run_killed_midway_resumes_to_the_same_losses(tmp_path):
+    """SIGKILL a run after a few steps, resume from its last checkpoint: the losses of an uninterrupted run."""
+    steps = 14
+    full = run({**TINY, "steps": steps})
+    cfg = {**TINY, "steps": steps, "out_dir": str(tmp_path / "killed"), "checkpoint_every": 1}
+    path = tmp_path / "killed.json"
+    path.write_text(json.dumps(cfg))
+    proc = subprocess.Popen([sys.executable, "-m", "kernels.train", str(path)], cwd=ROOT, env=_env())
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 5:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed: make it slower"
+    done = len(read_metrics(str(tmp_path / "killed")))
+    assert 5 <= done < steps
+    resumed = run({**cfg, "resume": True})
+    assert resumed.metrics[0]["step"] > 1, "did not resume from the checkpoint"
+    got = [m["loss"] for m in read_metrics(str(tmp_path / "killed"))]
+    assert [m["step"] for m in read_metrics(str(tmp_path / "killed"))] == list(range(1, steps + 1))
+    np.testing.assert_array_equal(got, full.losses)
+
+
+def _paper_sizes(chapter):
+    nb = nbformat.read(str(ROOT / chapter), as_version=4)
+    src = next(c.source for c in nb.cells if c.cell_type == "code" and "SIZES = {" in c.source)
+    tree = ast.parse(src)
+    node = next(n.value for n in ast.walk(tree) if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "SIZES")
+    return ast.literal_eval(node)["paper"]
+
+
+def test_the_over_tokenized_paper_configuration_takes_two_steps_at_reduced_width(tmp_path):
+    """The chapter's SCALE="paper" sizes (read from the notebook): depth, heads and context,
+    with its first table size, at a reduced width, two steps of a batch sharded over 2 processes, through torchrun."""
+    paper = _paper_sizes("book/language/over_tokenized.ipynb")
+    heads = paper["heads"]
+    args = dict(dim=2 * heads * 2, layers=paper["layers"], heads=heads, context=paper["context"],
+                m=paper["prime_m"][0], sparse=True)
+    cfg = dict(task="kernels.train:language_model", task_args=args, steps=2, global_batch=4, micro_batch=1, lr=3e-3,
+               warmup=1, seed=0, out_dir=str(tmp_path / "paper"), checkpoint_every=2)
+    metrics = _torchrun(cfg, tmp_path, 2)
+    assert [m["step"] for m in metrics] == [1, 2] and all(np.isfinite(m["loss"]) for m in metrics)
+    state = torch.load(tmp_path / "paper" / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 2 and "embed.table.weight" in state["model"]
+
+
+def test_run_validates_its_config():
+    with pytest.raises(ValueError, match="config"):
+        run({"task": "kernels.train:language_model"})
+    with pytest.raises(ValueError, match="global_batch"):
+        run({**TINY, "global_batch": 7, "micro_batch": 2})
+    with pytest.raises(ValueError, match="task"):
+        run({**TINY, "task": "no_colon"})
+    assert isinstance(run({**TINY, "steps": 1}), RunResult)
+
+
+def test_compute_box_and_task_cost():
+    box = compute_box(1000, 10_000, device_tflops=1.0, utilisation=0.5)
+    assert box["flops"] == 6e7 and box["memory_gb_per_device"] == 1.6e-5
+    assert box["hours"] == pytest.approx(6e7 / 0.5e12 / 3600)
+    task = LanguageModel(dim=32, layers=1, heads=2, context=16)
+    cost = task_cost(task, steps=10, global_batch=4, context=16)
+    real = task.model()
+    assert cost["params"] == sum(p.numel() for p in real.parameters()) and cost["tokens"] == 640
+    from torch.utils.flop_counter import FlopCounterMode
+    x = torch.zeros(1, 16, dtype=torch.long)
+    with FlopCounterMode(display=False) as counter:
+        real(x, naive=True).sum().backward()        # attention as explicit products, as on the meta device
+    assert cost["flops"] == pytest.approx(counter.get_total_flops() * 40)
