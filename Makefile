@@ -6,7 +6,8 @@
 #   make execute NB=book/x.ipynb   refresh one chapter's committed outputs (NB unset: every chapter)
 #   make run NB=book/x.ipynb P="SCALE=paper SEED=1" [NPROC=8]   one papermill run into _build/runs/ (NPROC:
 #                             training processes under torchrun, for the chapters that train language models)
-#   make bench                the kernel benchmark table
+#   make bench                the kernel benchmark table, with its targets (hit/miss), also in _build/bench.json
+#   make native               build the compiled kernels (kernels/csrc/, system C++ compiler; one line if none)
 #   make lab                  JupyterLab on book/ (127.0.0.1) with the book's kernel, "Ten Papers from Scratch"
 #   make sync                 bring each chapter's .ipynb and its text form text/<part>/<slug>.md in line (jupytext)
 
@@ -31,7 +32,7 @@ export JUPYTER_PLATFORM_DIRS := 1
 PYTEST := $(PY) -m pytest
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: book test venv execute run bench lab sync clean test-unit test-smoke test-nbval test-build test-browser
+.PHONY: book test venv execute run bench native lab sync clean test-unit test-smoke test-nbval test-build test-browser
 
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || { \
@@ -62,6 +63,7 @@ test: $(STAMP)
 # 1. unit tests of kernels/ and of the book's tooling, JupyterLab through its REST API, the jupytext pairs
 #    (the browser tests are stage 5; exit 5 = no tests collected is not a failure)
 test-unit: $(STAMP)
+	@$(PY) -m kernels.native
 	BOOK_STAGE=unit $(PYTEST) tests --ignore=tests/test_chapters.py --ignore=tests/test_browser.py -q -n $(JOBS) || [ $$? -eq 5 ]
 
 # 2. every chapter through papermill at SCALE="smoke"; glued claim values present; bad SCALE fails fast
@@ -95,6 +97,9 @@ execute: $(STAMP)
 run: $(STAMP)
 	@test -n "$(NB)" || { echo 'usage: make run NB=book/<chapter>.ipynb P="SCALE=paper SEED=1"'; exit 2; }
 	$(PY) -m booktools run $(NB) $(P) $(if $(NPROC),NPROC=$(NPROC))
+
+native: $(STAMP)
+	$(PY) -m kernels.native
 
 bench: $(STAMP)
 	$(PY) -m kernels.bench --json _build/bench.json

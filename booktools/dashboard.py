@@ -117,12 +117,34 @@ def markdown(paths: list[Path] | None = None, timings: dict | None = None, bench
         link = Path(path).relative_to(link_base) if Path(path).is_relative_to(link_base) else Path(path)
         lines.append(f"| [{_cell(rs[0]['title'])}]({link}) | {head} | {sec_text} | "
                      f"{_cell('; '.join(ratios.get(str(path), [])) or '-')} |")
+    lines += ["", *targets_markdown(bench, link_base)]
     lines += ["", "| chapter | claim | paper's statement | this book | threshold | status |",
               "|---|---|---|---|---|---|"]
     for r in all_rows:
         lines.append(f"| {_cell(Path(r['chapter']).stem)} | `{r['name']}` | {_cell(r['paper'])} | "
                      f"{_fmt(r['measured'])} | {r['op']} {_fmt(r['threshold'])} | {STATUS.get(r['status'], r['status'])} |")
     return "\n".join(lines) + "\n"
+
+
+def targets_markdown(bench: dict, link_base: Path = Path("book")) -> list[str]:
+    """The kernel targets of the last ``make bench`` (``kernels.bench.Target``): each kernel against its named
+    peer, measured in the same run, with hit or MISS. Reported, never asserted: a speed-up belongs to a machine."""
+    goals = bench.get("targets", [])
+    if not goals:
+        return ["**Kernel targets:** not measured on this build (`make bench` writes them)."]
+    hits = sum(bool(g.get("hit")) for g in goals)
+    out = [f"**Kernel targets** (last `make bench`, {_cell(bench.get('machine', '?'))}, "
+           f"{bench.get('threads', 1)} thread): {hits} of {len(goals)} hit.", "",
+           "| chapter | kernel | case | fast path | measured | target | | why |", "|---|---|---|---|---|---|---|---|"]
+    for g in goals:
+        links = []
+        for chapter in KERNEL_CHAPTERS.get(g.get("module"), []):
+            link = Path(chapter).relative_to(link_base) if Path(chapter).is_relative_to(link_base) else Path(chapter)
+            links.append(f"[{Path(chapter).stem}]({link})")
+        out.append(f"| {', '.join(links) or '-'} | `{_cell(g.get('module', '?'))}` | {_cell(g.get('case', ''))} | "
+                   f"{_cell(g.get('kernel', ''))} | {_cell(g.get('measured', ''))} | {_cell(g.get('target', ''))} | "
+                   f"{'hit' if g.get('hit') else '**MISS**'} | {_cell(g.get('why', ''))} |")
+    return out
 
 
 def dependencies(paths: list[Path] | None = None) -> list[Path]:

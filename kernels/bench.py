@@ -203,15 +203,55 @@ def compare(fns: Mapping[str, Callable[[], Any]], *, baseline: str | None = None
     return Comparison(title, timings, baseline, flops_d, bytes_d)
 
 
+@dataclass(frozen=True)
+class Target:
+    """A goal for one kernel, stated as a ratio of two callables measured in the same run: ``fast`` should be
+    at least ``at_least`` times as fast as ``peer`` (an ``at_least`` below 1 reads "costs at most 1/at_least of
+    the peer's time", e.g. 1/1.2 for "at most 1.2x Adam's step"). ``make bench`` reports hit or miss; nothing
+    in ``make test`` asserts it, because a speed-up is a property of a machine, not of the book."""
+
+    fast: str
+    peer: str
+    at_least: float
+    why: str = ""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.at_least, (int, float)) and self.at_least > 0):
+            raise ValueError(f"at_least: expected a positive ratio, received {self.at_least!r}")
+
+    def text(self) -> str:
+        """``">= 1.00x faiss IndexFlatIP"`` or ``"<= 1.20x the time of Adam fused"``."""
+        if self.at_least >= 1:
+            return f">= {self.at_least:.2f}x {self.peer}"
+        return f"<= {1 / self.at_least:.2f}x the time of {self.peer}"
+
+    def measured(self, res: "Comparison") -> float:
+        """The measured speed-up of ``fast`` over ``peer`` (NaN if either did not run, e.g. no compiler)."""
+        names = {t.name for t in res.timings}
+        if self.fast not in names or self.peer not in names:
+            return float("nan")
+        return res.speedup(self.fast, over=self.peer)
+
+    def hit(self, res: "Comparison") -> bool:
+        return self.measured(res) >= self.at_least   # NaN compares False: a kernel that did not run misses
+
+    def measured_text(self, res: "Comparison") -> str:
+        r = self.measured(res)
+        if not math.isfinite(r):
+            return "did not run"
+        return f"{r:.2f}x" if self.at_least >= 1 else f"{1 / r:.2f}x the time"
+
+
 @dataclass
 class Case:
-    """One benchmark of ``make bench``: the arguments of :func:`compare`."""
+    """One benchmark of ``make bench``: the arguments of :func:`compare`, and the case's :class:`Target` s."""
 
     title: str
     fns: Mapping[str, Callable[[], Any]]
     baseline: str | None = None
     flops: float | Mapping[str, float] | None = None
     bytes_moved: float | Mapping[str, float] | None = None
+    targets: Sequence[Target] = ()
 
 
 def run_case(case: Case, *, quick: bool = False, prefix: str = "", repeat: int | None = None) -> Comparison:
@@ -280,7 +320,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"machine: {roofline.cpu_info()['summary']}; torch threads: {args.threads}")
     print("each case is timed in the same interleaved rounds as its roofs (rows 'roof: ...'), and its % of "
           "peak is against them\n")
-    summary = []
+    try:
+        from kernels import native
+
+        print(f"compiled kernels: {native.status()}")
+    except ImportError:
+        pass
+    summary, goals = [], []
     for modname, cases in discover(args.only):
         for case in cases(args.quick):
             res, peak, bw = run_case_with_roofs(case, quick=args.quick, prefix=f"[{modname}] ")
@@ -288,7 +334,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             for t in res.timings:
                 if t.name != res.baseline and not t.name.startswith(ROOF_PREFIX):
                     summary.append([modname, case.title, f"{t.name} vs {res.baseline}", f"{res.speedup(t.name):.2f}x"])
+            for goal in case.targets:
+                goals.append({"module": modname, "case": case.title, "kernel": goal.fast, "peer": goal.peer,
+                              "measured": goal.measured_text(res), "target": goal.text(), "hit": goal.hit(res),
+                              "ratio": goal.measured(res), "why": goal.why})
     print(format_table(["kernel", "case", "comparison", "speed-up"], summary))
+    if goals:
+        print("\ntargets (ratios measured in this run; nothing in make test asserts them)")
+        print(format_table(["kernel", "case", "fast", "measured", "target", ""],
+                           [[g["module"], g["case"], g["kernel"], g["measured"], g["target"],
+                             "hit" if g["hit"] else "MISS"] for g in goals]))
+        print(f"{sum(g['hit'] for g in goals)} of {len(goals)} targets hit")
     if args.json:
         import json
         from pathlib import Path
@@ -297,7 +353,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"machine": roofline.cpu_info()["summary"], "threads": args.threads,
                                    "cases": [dict(zip(("module", "case", "comparison", "ratio"), row))
-                                             for row in summary]}, indent=1))
+                                             for row in summary],
+                                   "targets": [{k: (None if k == "ratio" and not math.isfinite(v) else v)
+                                                for k, v in g.items()} for g in goals]}, indent=1))
         print(f"(also in {out})")
     return 0
 

@@ -144,3 +144,38 @@ def test_make_bench_entry_point_runs_every_kernel_quickly(capsys):
     assert "roof: " in out and not any(f"{p}%" in out for p in range(101, 1000)), "a fraction above 100 %"
     for name, _ in bench.discover():
         assert f"[{name}]" in out, f"kernels.{name}.bench_cases produced no table"
+
+
+# --- targets ---------------------------------------------------------------------------------------------------
+
+def _fake(times):
+    from kernels.bench import Comparison, Timing
+
+    return Comparison("t", [Timing(n, [v], 1) for n, v in times.items()], next(iter(times)))
+
+
+def test_target_reads_as_a_speedup_or_as_a_time_budget():
+    from kernels.bench import Target
+
+    res = _fake({"peer": 2.0, "fast": 1.0})
+    t = Target("fast", "peer", 1.5)
+    assert t.text() == ">= 1.50x peer" and t.measured(res) == 2.0 and t.hit(res) and t.measured_text(res) == "2.00x"
+    budget = Target("fast", "peer", 1 / 1.2)
+    slow = _fake({"peer": 1.0, "fast": 1.3})
+    assert budget.text() == "<= 1.20x the time of peer" and not budget.hit(slow)
+    assert budget.measured_text(slow) == "1.30x the time"
+
+
+def test_a_target_whose_kernel_did_not_run_is_a_miss():
+    from kernels.bench import Target
+
+    t = Target("native", "peer", 1.0)
+    res = _fake({"peer": 1.0, "eager": 1.0})
+    assert not t.hit(res) and t.measured_text(res) == "did not run"
+
+
+def test_target_rejects_a_nonpositive_ratio():
+    from kernels.bench import Target
+
+    with pytest.raises(ValueError, match="at_least"):
+        Target("a", "b", 0)

@@ -283,3 +283,4 @@ def test_load_state_dict_from_another_optimizer_is_refused():
     adam = torch.optim.Adam(params)
     with pytest.raises(ValueError, match="plusplus"):
         AdamPP(params).load_state_dict(adam.state_dict())
+
