@@ -26,6 +26,7 @@ KERNEL_CHAPTERS = {
     "transformer": ["book/language/over_tokenized.ipynb", "book/reasoning/relay.ipynb"],
     "vq": ["book/recsys/streaming_vq.ipynb"],
     "mpc": ["book/privacy/centaur.ipynb"],
+    "spatial": ["book/spatial/geopro_net.ipynb"],
     "roofline": ["book/appendix/roofline.ipynb"],
 }
 
