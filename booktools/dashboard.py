@@ -23,8 +23,12 @@ from booktools.toc import BUILD, ROOT, chapters
 KERNEL_CHAPTERS = {
     "optim": ["book/optimizers/adam_plus_plus.ipynb"],
     "ngram": ["book/language/over_tokenized.ipynb"],
-    "transformer": ["book/language/over_tokenized.ipynb", "book/reasoning/relay.ipynb"],
+    "transformer": ["book/language/over_tokenized.ipynb", "book/reasoning/relay.ipynb", "book/systems/webllm.ipynb"],
     "vq": ["book/recsys/streaming_vq.ipynb"],
+    "seqrec": ["book/recsys/ads.ipynb"],
+    "target_attention": ["book/recsys/ads.ipynb"],
+    "quant": ["book/systems/webllm.ipynb"],
+    "llm_engine": ["book/systems/webllm.ipynb"],
     "mpc": ["book/privacy/centaur.ipynb"],
     "spatial": ["book/spatial/geopro_net.ipynb"],
     "roofline": ["book/appendix/roofline.ipynb"],

@@ -23,6 +23,13 @@ An optional band (sliding-window) mask limits position i to keys j with |i - j| 
 ``StaticKVCache`` preallocates [B, H, T_max, d_h] per layer and writes in place; ``CatKVCache`` grows by
 ``torch.cat`` every step (the naive reference); ``generate_greedy`` decodes a batch with either, or with no
 cache at all (full recompute every step).
+
+``TinyLlama`` (the WebLLM chapter) is the Llama-style variant: the MLP is SwiGLU (Shazeer 2020) without biases,
+
+    SwiGLU(z) = W_down (silu(W_gate z) * W_up z),   silu(a) = a * sigmoid(a)                      (Eq. 6)
+
+and the LM head is the token table read as a matrix (``TiedEmbedding.logits``), so that one quantized table can
+serve both.
 """
 
 from __future__ import annotations
@@ -311,3 +318,82 @@ def bench_cases(quick: bool = False) -> list:
                        "cat cache": lambda: generate_greedy(model, prompt, steps, cache="cat"),
                        "static cache": lambda: generate_greedy(model, prompt, steps, cache="static")}))
     return cases
+
+
+# --- A Llama-style variant (WebLLM chapter): SwiGLU MLP, no biases in the block's linears, and a tied embedding
+# whose transpose is the LM head, reached through a method so that a quantized table can stand in for both.
+
+class SwiGLU(nn.Module):
+    """Llama's MLP (Shazeer 2020): down(silu(gate(z)) * up(z)), no biases.                        (Eq. 6)"""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        check_int("dim", dim, 1)
+        check_int("hidden", hidden, 1)
+        self.gate = nn.Linear(dim, hidden, bias=False)
+        self.up = nn.Linear(dim, hidden, bias=False)
+        self.down = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+class TiedEmbedding(nn.Embedding):
+    """The token table, read two ways: rows for the input (``forward``) and its transpose as the LM head
+    (``logits``), as in models that tie the two (Press & Wolf 2017; Llama 3.2, Phi, Gemma)."""
+
+    def logits(self, h: Tensor) -> Tensor:
+        """h [..., dim] -> logits [..., vocab] = h E^T."""
+        return h @ self.weight.t()
+
+
+class TinyLlama(nn.Module):
+    """A Llama-style decoder: tied embedding -> blocks (RMSNorm, RoPE attention, SwiGLU) -> RMSNorm -> head.
+
+    The blocks are this module's :class:`Block` with the MLP swapped for :class:`SwiGLU` (attention has no
+    biases already). ``forward`` and ``new_cache`` behave as :class:`TinyGPT`'s, and :func:`generate_greedy`
+    accepts either; the head is ``embed.logits``, so a quantized table (``kernels.quant.QEmbedding``) serves the
+    input lookup and the LM head from one copy, as MLC-LLM's q4f16_1 does for tied models.
+    """
+
+    def __init__(self, vocab: int, dim: int, layers: int, heads: int, hidden: int | None = None) -> None:
+        super().__init__()
+        for name, v in (("vocab", vocab), ("dim", dim), ("layers", layers), ("heads", heads)):
+            check_int(name, v, 1)
+        hidden = 3 * dim if hidden is None else check_int("hidden", hidden, 1)
+        self.vocab, self.dim, self.hidden = vocab, dim, hidden
+        self.embed: nn.Module = TiedEmbedding(vocab, dim)
+        nn.init.normal_(self.embed.weight, std=0.02)
+        self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(layers))
+        for block in self.blocks:
+            block.mlp = SwiGLU(dim, hidden)
+        self.norm = RMSNorm(dim)
+
+    def forward(self, tokens: Tensor, causal: bool = True, naive: bool = False,
+                cache: _KVCache | None = None) -> Tensor:
+        """Logits [B, T, vocab]. With ``cache``, ``tokens`` are the next T tokens after ``cache.pos``."""
+        if tokens.dtype != torch.int64 or tokens.ndim != 2:
+            raise ValueError(f"tokens: expected int64 [B, T], received {tuple(tokens.shape)} {tokens.dtype}")
+        start = 0
+        if cache is not None:
+            if not causal:
+                raise ValueError("cache: a KV cache only makes sense with causal attention (causal=True)")
+            cache.check(tokens.shape[0], tokens.shape[1])
+            start = cache.pos
+        positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
+        x = self.embed(tokens)
+        for i, block in enumerate(self.blocks):
+            x = block(x, positions, causal, naive, cache, i)
+        if cache is not None:
+            cache.advance(tokens.shape[1])
+        return self.embed.logits(self.norm(x))
+
+    def new_cache(self, batch: int, max_len: int, kind: str = "static") -> _KVCache:
+        """An empty KV cache for this model: "static" (preallocated, in place) or "cat" (naive)."""
+        attn = self.blocks[0].attn
+        if kind == "static":
+            return StaticKVCache(len(self.blocks), batch, attn.heads, max_len, attn.head_dim,
+                                 dtype=self.norm.weight.dtype, device=self.norm.weight.device)
+        if kind == "cat":
+            return CatKVCache(len(self.blocks), batch, max_len)
+        raise ValueError(f"kind: expected 'static' or 'cat', received {kind!r}")

@@ -196,3 +196,61 @@ def test_bench_cases_leave_the_global_torch_rng_alone():
     before = torch.get_rng_state()
     bench_cases(quick=True)
     assert torch.equal(torch.get_rng_state(), before)
+
+
+# --- the Llama-style variant (WebLLM chapter) ---------------------------------------------------------------
+
+from kernels.transformer import SwiGLU, TiedEmbedding, TinyLlama  # noqa: E402
+
+
+def test_swiglu_is_down_of_silu_gate_times_up():
+    torch.manual_seed(3)
+    mlp = SwiGLU(8, 12)
+    x = torch.randn(2, 5, 8)
+    g, u = x @ mlp.gate.weight.t(), x @ mlp.up.weight.t()
+    torch.testing.assert_close(mlp(x), (g * torch.sigmoid(g) * u) @ mlp.down.weight.t())
+    assert all(m.bias is None for m in (mlp.gate, mlp.up, mlp.down))
+
+
+def test_tinyllama_head_is_the_token_table():
+    model = TinyLlama(30, 16, 2, 2, hidden=24)
+    assert isinstance(model.embed, TiedEmbedding) and all(isinstance(b.mlp, SwiGLU) for b in model.blocks)
+    h = torch.randn(3, 16)
+    torch.testing.assert_close(model.embed.logits(h), h @ model.embed.weight.t())
+    assert sum(p.numel() for p in model.parameters()) == 30 * 16 + 2 * (16 * 48 + 16 * 16 + 3 * 16 * 24 + 2 * 16) + 16
+
+
+@pytest.mark.parametrize("kind", ["static", "cat"])
+@pytest.mark.parametrize("chunk", [1, 3, 7])
+def test_tinyllama_chunked_prefill_and_decode_equal_full_recompute(kind, chunk):
+    torch.manual_seed(chunk)
+    model = TinyLlama(40, 32, 2, 4).eval()
+    seq = torch.randint(0, 40, (2, 15))
+    cache = model.new_cache(2, 15, kind=kind)
+    with torch.no_grad():
+        parts = [model(seq[:, i:i + chunk], cache=cache) for i in range(0, 15, chunk)]
+        torch.testing.assert_close(torch.cat(parts, 1), model(seq), rtol=1e-5, atol=1e-5)
+
+
+def test_tinyllama_greedy_identical_with_and_without_cache():
+    torch.manual_seed(4)
+    model = TinyLlama(40, 32, 2, 4).eval()
+    prompt = torch.randint(0, 40, (3, 5))
+    ref = generate_greedy(model, prompt, 12, cache="none")
+    for kind in ("static", "cat"):
+        assert torch.equal(generate_greedy(model, prompt, 12, cache=kind), ref)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: TinyLlama(0, 16, 1, 2), "vocab"),
+    (lambda: TinyLlama(30, 16, 1, 2, hidden=0), "hidden"),
+    (lambda: TinyLlama(30, 16, 1, 3), "heads"),
+    (lambda: TinyLlama(30, 16, 1, 2)(torch.zeros(2, 3)), "tokens"),
+    (lambda: TinyLlama(30, 16, 1, 2)(torch.zeros(2, 3, dtype=torch.int64), causal=False,
+                                     cache=TinyLlama(30, 16, 1, 2).new_cache(2, 4)), "cache"),
+    (lambda: TinyLlama(30, 16, 1, 2).new_cache(1, 4, kind="paged"), "kind"),
+    (lambda: SwiGLU(0, 4), "dim"),
+])
+def test_tinyllama_bad_input_names_the_argument(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
