@@ -33,3 +33,20 @@ def test_text_forms_have_no_stray_files():
     expected = {text_form(nb) for nb in chapters()}
     found = {p.relative_to(ROOT) for p in (ROOT / "text").rglob("*.md")}
     assert found == expected, f"text forms without a chapter: {sorted(map(str, found - expected))}"
+
+
+def test_equation_labels_are_unique_across_the_book():
+    """Sphinx numbers equations per page but keeps their labels in one namespace: a label used by two chapters
+    fails the strict build (`make test-build`) late; this finds it in the unit stage, naming both chapters."""
+    import re
+
+    seen: dict[str, str] = {}
+    clashes = []
+    for nb in chapters():
+        text = (ROOT / text_form(nb)).read_text(encoding="utf-8")
+        for label in re.findall(r"^\$\$ \(([^)]+)\)\s*$|^:label: (\S+)\s*$", text, flags=re.M):
+            name = label[0] or label[1]
+            if name in seen and seen[name] != str(nb):
+                clashes.append(f"{name}: {seen[name]} and {nb}")
+            seen.setdefault(name, str(nb))
+    assert not clashes, "equation labels used by two chapters (rename one): " + "; ".join(clashes)
