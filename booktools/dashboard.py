@@ -31,6 +31,8 @@ KERNEL_CHAPTERS = {
     "llm_engine": ["book/systems/webllm.ipynb"],
     "mpc": ["book/privacy/centaur.ipynb"],
     "spatial": ["book/spatial/geopro_net.ipynb"],
+    "hotspot": ["book/spatial/lisa.ipynb"],
+    "batched_models": ["book/spatial/lisa.ipynb"],
     "roofline": ["book/appendix/roofline.ipynb"],
 }
 
