@@ -222,12 +222,7 @@ class AdamPP(Optimizer):
         ps = [p for p in group["params"] if p.grad is not None]
         if not ps:
             return
-        k = self._scalars(group)
-        n = self.t + 1
-        b1 = 1 - k["beta1_t"] ** n
-        b2 = 1 - k["beta2_t"] ** n
-        root = math.sqrt(n / k["v_corr"] * b2)
-        lr = k["step"] * b1 / (k["m_corr"] * root)
+        k, n, root, lr = self._fused_scalars(group)
         if lr == 0.0:  # c = 0: no movement, but the moments still update
             return self._reference_update(group)
         wd = group["weight_decay"]
@@ -240,6 +235,16 @@ class AdamPP(Optimizer):
                beta2=k["beta2_t"], weight_decay=k["step"] * wd / lr if wd else 0.0, eps=group["delta"] / root,
                maximize=False, grad_scale=None, found_inf=None)
 
+    def _fused_scalars(self, group: dict[str, Any]) -> tuple[dict[str, float], int, float, float]:
+        """The step's scalars, n = t + 1, and the rescaling root and lr that map Eq. 6 onto Adam's kernel (the
+        identity in :meth:`_fused_update`'s docstring); shared by the fused and the native paths."""
+        k = self._scalars(group)
+        n = self.t + 1
+        b1 = 1 - k["beta1_t"] ** n
+        b2 = 1 - k["beta2_t"] ** n
+        root = math.sqrt(n / k["v_corr"] * b2)
+        return k, n, root, k["step"] * b1 / (k["m_corr"] * root)
+
     def _native_update(self, group: dict[str, Any]) -> float | None:
         """Eqs. 3-6 in the compiled kernel with the scalars of :meth:`_fused_update`; returns the group's
         ||x_{t+1} - x_0||^2, or None when some parameter had no gradient (then the sum would be incomplete)."""
@@ -249,12 +254,7 @@ class AdamPP(Optimizer):
         if len(ps) != len(group["params"]) or any(not (p.is_contiguous() and p.grad.is_contiguous()) for p in ps):
             self._fused_update(group)
             return None
-        k = self._scalars(group)
-        n = self.t + 1
-        b1 = 1 - k["beta1_t"] ** n
-        b2 = 1 - k["beta2_t"] ** n
-        root = math.sqrt(n / k["v_corr"] * b2)
-        lr = k["step"] * b1 / (k["m_corr"] * root)
+        k, n, root, lr = self._fused_scalars(group)
         if lr == 0.0:
             self._reference_update(group)
             return None

@@ -249,14 +249,18 @@ class TinyGPT(nn.Module):
             x = block(x, positions, causal, naive, cache, i)
         if cache is not None:
             cache.advance(tokens.shape[1])
-        return self.norm(x) @ self.head_weight.t()
+        return self.logits(self.norm(x))
+
+    def logits(self, h: Tensor) -> Tensor:
+        """The LM head: h [..., dim] -> [..., vocab] through the tied token table."""
+        return h @ self.head_weight.t()
 
     def new_cache(self, batch: int, max_len: int, kind: str = "static") -> _KVCache:
         """An empty KV cache for this model: "static" (preallocated, in place) or "cat" (naive)."""
         attn = self.blocks[0].attn
         if kind == "static":
             return StaticKVCache(len(self.blocks), batch, attn.heads, max_len, attn.head_dim,
-                                 dtype=self.head_weight.dtype, device=self.head_weight.device)
+                                 dtype=self.norm.weight.dtype, device=self.norm.weight.device)
         if kind == "cat":
             return CatKVCache(len(self.blocks), batch, max_len)
         raise ValueError(f"kind: expected 'static' or 'cat', received {kind!r}")
@@ -347,7 +351,7 @@ class TiedEmbedding(nn.Embedding):
         return h @ self.weight.t()
 
 
-class TinyLlama(nn.Module):
+class TinyLlama(TinyGPT):
     """A Llama-style decoder: tied embedding -> blocks (RMSNorm, RoPE attention, SwiGLU) -> RMSNorm -> head.
 
     The blocks are this module's :class:`Block` with the MLP swapped for :class:`SwiGLU` (attention has no
@@ -357,7 +361,7 @@ class TinyLlama(nn.Module):
     """
 
     def __init__(self, vocab: int, dim: int, layers: int, heads: int, hidden: int | None = None) -> None:
-        super().__init__()
+        nn.Module.__init__(self)   # TinyGPT's forward and new_cache are reused; its head_weight tie is not
         for name, v in (("vocab", vocab), ("dim", dim), ("layers", layers), ("heads", heads)):
             check_int(name, v, 1)
         hidden = 3 * dim if hidden is None else check_int("hidden", hidden, 1)
@@ -369,31 +373,6 @@ class TinyLlama(nn.Module):
             block.mlp = SwiGLU(dim, hidden)
         self.norm = RMSNorm(dim)
 
-    def forward(self, tokens: Tensor, causal: bool = True, naive: bool = False,
-                cache: _KVCache | None = None) -> Tensor:
-        """Logits [B, T, vocab]. With ``cache``, ``tokens`` are the next T tokens after ``cache.pos``."""
-        if tokens.dtype != torch.int64 or tokens.ndim != 2:
-            raise ValueError(f"tokens: expected int64 [B, T], received {tuple(tokens.shape)} {tokens.dtype}")
-        start = 0
-        if cache is not None:
-            if not causal:
-                raise ValueError("cache: a KV cache only makes sense with causal attention (causal=True)")
-            cache.check(tokens.shape[0], tokens.shape[1])
-            start = cache.pos
-        positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
-        x = self.embed(tokens)
-        for i, block in enumerate(self.blocks):
-            x = block(x, positions, causal, naive, cache, i)
-        if cache is not None:
-            cache.advance(tokens.shape[1])
-        return self.embed.logits(self.norm(x))
-
-    def new_cache(self, batch: int, max_len: int, kind: str = "static") -> _KVCache:
-        """An empty KV cache for this model: "static" (preallocated, in place) or "cat" (naive)."""
-        attn = self.blocks[0].attn
-        if kind == "static":
-            return StaticKVCache(len(self.blocks), batch, attn.heads, max_len, attn.head_dim,
-                                 dtype=self.norm.weight.dtype, device=self.norm.weight.device)
-        if kind == "cat":
-            return CatKVCache(len(self.blocks), batch, max_len)
-        raise ValueError(f"kind: expected 'static' or 'cat', received {kind!r}")
+    def logits(self, h: Tensor) -> Tensor:
+        """The LM head is the token table read as a matrix, so that a quantized table serves both uses."""
+        return self.embed.logits(h)
