@@ -16,13 +16,13 @@ import http.server
 import os
 import re
 import shutil
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
 from booktools.toc import BUILD
+from kernels._http import serve_in_thread
 
 HTML = BUILD / "html"
 SHOTS = BUILD / "screenshots"
@@ -58,15 +58,8 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 @contextlib.contextmanager
 def serve(root: Path = HTML) -> Iterator[str]:
     """Serve ``root`` on 127.0.0.1 at a free port in a thread; yields the base URL."""
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serve_in_thread(functools.partial(_QuietHandler, directory=str(root))) as server:
         yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @dataclass

@@ -55,6 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from kernels._validate import check_int
+from kernels._http import serve_in_thread
 
 # --- tokenizer and chat template ------------------------------------------------------------------------------
 
@@ -1141,15 +1142,5 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def serve_openai(engine: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Serve ``engine`` (an :class:`MLCEngine` or :class:`WorkerEngine`) at ``/v1/chat/completions`` on 127.0.0.1,
     in a thread; yields the base URL for ``openai.OpenAI(base_url=...)``."""
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        raise ValueError(f"host: expected a loopback address, received {host!r}")
-    handler = type("Handler", (_Handler,), {"engine": engine})
-    server = http.server.ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serve_in_thread(type("Handler", (_Handler,), {"engine": engine}), host, port) as server:
         yield f"http://{host}:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -36,6 +35,7 @@ from torch import Tensor, nn
 
 from kernels._validate import check_int
 from kernels.transformer import CatKVCache, TinyLlama
+from kernels._http import serve_in_thread
 
 WEB = Path(__file__).resolve().parent
 ROOT = WEB.parent.parent
@@ -208,14 +208,8 @@ class _IsolatedHandler(http.server.SimpleHTTPRequestHandler):
 @contextlib.contextmanager
 def serve_isolated(models: Path) -> Iterator[str]:
     handler = functools.partial(type("H", (_IsolatedHandler,), {"models": Path(models)}), directory=str(WEB))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serve_in_thread(handler) as server:
         yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def browser_runs(models: Path, runs: list[dict[str, Any]], timeout_s: float = 300) -> list[dict[str, Any]]:
