@@ -6,4 +6,8 @@ that checks it against a slow, obvious reference. Import what you need explicitl
 ``from kernels import repro`` or ``from kernels.bench import compare``.
 """
 
+from kernels import allocator as _allocator
+
+_allocator.enable_huge_pages()   # before torch is imported: large CPU tensors in 2 MiB pages (kernels/allocator.py)
+
 __all__ = ["bench", "repro", "roofline"]

@@ -324,6 +324,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from kernels import native
 
         print(f"compiled kernels: {native.status()}")
+        from kernels import allocator
+
+        print(f"CPU memory: {allocator.status()}")
     except ImportError:
         pass
     summary, goals = [], []
