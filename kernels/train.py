@@ -98,8 +98,17 @@ class Task:
       the data order does not depend on the number of processes;
     - ``loss(model, batch)``: the mean loss over ``batch``.
 
-    ``param_groups(model)`` may be overridden (default: weight decay on matrices, none on vectors).
+    ``param_groups(model)`` may be overridden (default: weight decay on matrices, none on vectors). A task that
+    draws from generators of its own besides the run's returns their state from ``state()`` and takes it back in
+    ``load_state(state)``; checkpoints keep it, so that a resumed run draws what the uninterrupted one would.
     """
+
+    def state(self) -> dict:
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        if state:
+            raise ValueError(f"state: this task keeps no state, received keys {sorted(state)}")
 
     def model(self) -> torch.nn.Module:  # pragma: no cover - interface
         raise NotImplementedError
@@ -128,6 +137,44 @@ def load_task(path: str, args: dict | None = None) -> Task:
         raise ValueError(f"task: expected {TASKS_HELP}, received {path!r}")
     module, _, name = path.partition(":")
     return getattr(importlib.import_module(module), name)(**(args or {}))
+
+
+def notebook_task(notebook: str, factory: str, parameters: dict | None = None, args: dict | None = None,
+                  tag: str = "train-task") -> Task:
+    """A task a chapter defines in its own cells, rebuilt in a torchrun worker: runs the notebook's
+    ``parameters`` cell, then ``parameters`` (as papermill injects them), then every code cell tagged ``tag``, in
+    order, in one namespace, in the notebook's folder, with their printed output dropped; returns
+    ``factory(**args)`` from that namespace. The task path is ``kernels.train:notebook_task``."""
+    import contextlib
+    import io
+    import json
+    import os
+
+    path = os.path.abspath(notebook)
+    if not os.path.isfile(path) or not path.endswith(".ipynb"):
+        raise ValueError(f"notebook: expected the path of an .ipynb file, received {notebook!r}")
+    with open(path, encoding="utf-8") as fh:
+        cells = [c for c in json.load(fh)["cells"] if c["cell_type"] == "code"]
+    tags = [c.get("metadata", {}).get("tags", []) for c in cells]
+    chosen = [c for c, t in zip(cells, tags) if tag in t]
+    if not chosen:
+        raise ValueError(f"tag: expected code cells tagged {tag!r} in {os.path.basename(path)}, found none")
+    source = lambda c: "".join(c["source"]) if isinstance(c["source"], list) else c["source"]   # noqa: E731
+    namespace: dict = {"__name__": "__chapter__"}
+    here = os.getcwd()
+    os.chdir(os.path.dirname(path))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            for c in (c for c, t in zip(cells, tags) if "parameters" in t and tag not in t):
+                exec(compile(source(c), f"{os.path.basename(path)}:parameters", "exec"), namespace)
+            namespace.update(parameters or {})
+            for i, c in enumerate(chosen):
+                exec(compile(source(c), f"{os.path.basename(path)}:{tag}[{i}]", "exec"), namespace)
+    finally:
+        os.chdir(here)
+    if not callable(namespace.get(factory)):
+        raise ValueError(f"factory: expected a callable the {tag!r} cells define, received {factory!r}")
+    return namespace[factory](**(args or {}))
 
 
 def _slice(batch, lo: int, hi: int):
@@ -169,7 +216,8 @@ def run(config: dict) -> "RunResult":
     ``weight_decay``, ``warmup``, ``decay``, ``floor``, ``seed``, ``out_dir`` (metrics.jsonl and
     checkpoint.pt go there; None: nothing written), ``checkpoint_every``, ``resume`` (continue from the
     checkpoint in out_dir), ``stop_after`` (end early after this step, as a killed run would), ``progress``,
-    ``data_seed`` (default seed + 1), and in one process ``on_step(step, loss, model)`` for evaluations.
+    ``data_seed`` (default seed + 1), and in one process ``on_step(step, loss, model)`` for evaluations and
+    ``generator`` (a ``torch.Generator`` the examples are drawn with instead of one seeded by data_seed).
 
     Under torchrun (``RANK``/``WORLD_SIZE`` set) it joins the process group (gloo on CPU, NCCL with CUDA), wraps
     the model in ``DistributedDataParallel`` and scales each rank's loss so that the averaged gradient is the
@@ -191,6 +239,9 @@ def run(config: dict) -> "RunResult":
         check_int("micro_batch", cfg["micro_batch"], 1)
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     device = torch.device(cfg.get("device", "cuda" if torch.cuda.is_available() else "cpu"))
+    if distributed and device.type == "cuda":                 # one GPU per process on each node
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
     if distributed and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
@@ -209,7 +260,7 @@ def run(config: dict) -> "RunResult":
                            float(cfg.get("weight_decay", 0.0)))
     lam = warmup_decay(steps, int(cfg.get("warmup", 1)), cfg.get("decay", "cosine"), float(cfg.get("floor", 0.0)))
     scheds = [torch.optim.lr_scheduler.LambdaLR(o, lam) for o in opts]
-    data = torch.Generator().manual_seed(int(cfg.get("data_seed", seed + 1)))
+    data = cfg.get("generator") or torch.Generator().manual_seed(int(cfg.get("data_seed", seed + 1)))
     out = cfg.get("out_dir")
     ckpt = os.path.join(out, "checkpoint.pt") if out else None
     start = 0
@@ -222,8 +273,10 @@ def run(config: dict) -> "RunResult":
             sch.load_state_dict(st)
         data.set_state(state["data"])
         _set_rng_state(state["rng"])
+        task.load_state(state.get("task", {}))
         start = int(state["step"])
-    net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
+        if distributed else model
     if out and rank == 0:
         os.makedirs(out, exist_ok=True)
     log = None
@@ -274,11 +327,11 @@ def run(config: dict) -> "RunResult":
         if cfg.get("on_step") is not None:                    # in-process only: evaluations of a chapter
             cfg["on_step"](step, row["loss"], model)
         every = int(cfg.get("checkpoint_every", 0))
-        if ckpt and every and step % every == 0 and rank == 0:
+        if ckpt and every and (step % every == 0 or step == steps) and rank == 0:   # and the final step
             tmp = ckpt + ".tmp"
             torch.save({"model": model.state_dict(), "optimizers": [o.state_dict() for o in opts],
                         "schedulers": [sch.state_dict() for sch in scheds], "data": data.get_state(),
-                        "rng": _rng_state(), "step": step}, tmp)
+                        "rng": _rng_state(), "task": task.state(), "step": step}, tmp)
             os.replace(tmp, ckpt)
     if bar is not None:
         bar.close()
@@ -392,6 +445,34 @@ def torchrun_command(config_path: str, nproc: int = 2, python: str | None = None
     check_int("nproc", nproc, 1)
     return [python or sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
             "-m", "kernels.train", config_path]
+
+
+def launch(config: dict, nproc: int, out_dir: str) -> tuple[list[dict], dict]:
+    """Run ``config`` under torchrun with ``nproc`` processes on this node, writing into ``out_dir``; returns the
+    metrics and the final checkpoint (``["model"]`` is the trained state dict). The config must be JSON (its task
+    an importable path, e.g. ``kernels.train:notebook_task``). A run started before with the same config resumes
+    from its last checkpoint (every ``checkpoint_every`` steps, default 1,000)."""
+    import json
+    import os
+    import subprocess
+
+    check_int("nproc", nproc, 1)
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.abspath(out_dir)
+    config = {**config, "out_dir": out, "progress": True, "resume": True,
+              "checkpoint_every": int(config.get("checkpoint_every") or min(1000, int(config["steps"])))}
+    text = json.dumps(config, sort_keys=True)
+    path = os.path.join(out, "config.json")
+    if not (os.path.exists(path) and open(path, encoding="utf-8").read() == text):   # another run: start afresh
+        for name in ("checkpoint.pt", "metrics.jsonl"):
+            if os.path.exists(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    subprocess.run(torchrun_command(path, nproc), check=True, env=env)
+    return read_metrics(out), torch.load(os.path.join(out, "checkpoint.pt"), map_location="cpu", weights_only=False)
 
 
 def read_metrics(out_dir: str) -> list[dict]:

@@ -163,6 +163,97 @@ def test_the_over_tokenized_paper_configuration_takes_two_steps_at_reduced_width
     assert state["step"] == 2 and "embed.table.weight" in state["model"]
 
 
+@pytest.mark.parametrize("chapter, factory, args", [
+    ("book/reasoning/relay.ipynb", "LoopedTask", {"lam": 1.0, "window": 0}),
+    ("book/reasoning/relay.ipynb", "ARTask", {}),
+    ("book/systems/webllm.ipynb", "ChatTask", {}),
+], ids=["relay-looped", "relay-ar", "webllm-chat"])
+def test_a_chapters_paper_configuration_takes_two_steps_under_torchrun(tmp_path, chapter, factory, args):
+    """The chapter's own task (its cells tagged train-task) at SCALE="paper", at the paper's width, rebuilt in 2
+    torchrun processes: two steps of a global batch of 4, one example per process and micro-batch."""
+    spec = dict(notebook=str(ROOT / chapter), factory=factory, parameters={"SCALE": "paper", "SEED": 0}, args=args)
+    cfg = dict(task="kernels.train:notebook_task", task_args=spec, steps=2, global_batch=4, micro_batch=1, lr=1e-3,
+               warmup=1, seed=0, out_dir=str(tmp_path / "paper"), checkpoint_every=2)
+    metrics = _torchrun(cfg, tmp_path, 2)
+    assert [m["step"] for m in metrics] == [1, 2] and all(np.isfinite(m["loss"]) for m in metrics)
+    state = torch.load(tmp_path / "paper" / "checkpoint.pt", weights_only=False)
+    widths = {w.shape[-1] for w in state["model"].values() if w.ndim == 2}
+    assert state["step"] == 2 and _paper_sizes(chapter)["dim"] in widths
+
+
+# --- tasks a chapter defines in its own cells (kernels.train:notebook_task) ---------------------------------------
+
+def _chapter(tmp_path):
+    """A two-cell chapter: its parameters, a task whose data come from a generator of its own, and a cell that
+    must not run in a worker (untagged)."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("WIDTH = 4\nSEED = 0", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("print('untagged cells never run in a worker')\nraise SystemExit(3)"),
+                nbformat.v4.new_code_cell(
+                    "import torch\nfrom kernels import train\n\n"
+                    "class Toy(train.Task):\n"
+                    "    def __init__(self, scale=1.0):\n"
+                    "        self.scale, self.own = scale, torch.Generator().manual_seed(SEED + 7)\n"
+                    "    def model(self):\n"
+                    "        return torch.nn.Linear(WIDTH, 1)\n"
+                    "    def examples(self, gen, count):\n"
+                    "        x = torch.randn(count, WIDTH, generator=gen)\n"
+                    "        return x, self.scale * x.sum(1, keepdim=True) + torch.randn(count, 1, generator=self.own)\n"
+                    "    def loss(self, model, batch):\n"
+                    "        return torch.nn.functional.mse_loss(model(batch[0]), batch[1])\n"
+                    "    def state(self):\n"
+                    "        return {'own': self.own.get_state()}\n"
+                    "    def load_state(self, state):\n"
+                    "        self.own.set_state(state['own'])\n",
+                    metadata={"tags": ["train-task"]})]
+    path = tmp_path / "chapter.ipynb"
+    nbformat.write(nb, str(path))
+    return str(path)
+
+
+def test_a_notebook_task_runs_the_parameters_and_tagged_cells_only(tmp_path):
+    from kernels.train import notebook_task
+
+    path = _chapter(tmp_path)
+    task = notebook_task(path, "Toy", {"WIDTH": 6}, {"scale": 2.0})
+    assert task.model().in_features == 6 and task.scale == 2.0
+    with pytest.raises(ValueError, match="factory"):
+        notebook_task(path, "Missing")
+    with pytest.raises(ValueError, match="tag"):
+        notebook_task(path, "Toy", tag="nothing-tagged")
+    with pytest.raises(ValueError, match="notebook"):
+        notebook_task(str(tmp_path / "absent.ipynb"), "Toy")
+
+
+def test_a_task_with_its_own_generator_resumes_to_the_same_losses(tmp_path):
+    """Task.state() is checkpointed: stop after 4 of 9 steps, resume, and get the uninterrupted losses."""
+    base = dict(task="kernels.train:notebook_task", task_args=dict(notebook=_chapter(tmp_path), factory="Toy"),
+                steps=9, global_batch=8, micro_batch=8, lr=1e-2, warmup=1, seed=0)
+    full = run(base)
+    cfg = {**base, "out_dir": str(tmp_path / "stopped"), "checkpoint_every": 1}
+    run({**cfg, "stop_after": 4})
+    run({**cfg, "resume": True})
+    np.testing.assert_array_equal([m["loss"] for m in read_metrics(cfg["out_dir"])], full.losses)
+
+
+def test_launch_runs_a_notebook_task_under_torchrun_and_equals_one_process(tmp_path):
+    """kernels.train.launch (what the chapters call with NPROC > 1): 2 gloo processes, the chapter's own task."""
+    from kernels.train import launch
+
+    cfg = dict(task="kernels.train:notebook_task", task_args=dict(notebook=_chapter(tmp_path), factory="Toy"),
+               steps=5, global_batch=8, micro_batch=2, lr=1e-2, warmup=1, seed=0)
+    one = run(cfg)
+    old = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        metrics, state = launch(cfg, 2, str(tmp_path / "two"))
+    finally:
+        os.environ.pop("OMP_NUM_THREADS") if old is None else os.environ.__setitem__("OMP_NUM_THREADS", old)
+    np.testing.assert_allclose([m["loss"] for m in metrics], one.losses, rtol=1e-5)
+    torch.testing.assert_close(state["model"]["weight"], one.model.weight.detach(), rtol=1e-4, atol=1e-6)
+    assert state["step"] == 5
+
+
 def test_run_validates_its_config():
     with pytest.raises(ValueError, match="config"):
         run({"task": "kernels.train:language_model"})
