@@ -5,8 +5,9 @@ compiler, cached in ``_build/native/``.
 - :func:`adampp_step`: the Adam++ update (Tao et al., arXiv 2412.19444, Eqs. 3-6 of ``kernels/optim.py``) and the
   next step's distance from x_0 (Eq. 1) in one pass over memory (8 streams of the model size against Adam's 7),
   used by ``AdamPP(impl="native")``;
-- :func:`assign_ip`: nearest codeword by inner product (Streaming VQ) with the argmax taken on each score tile
-  while it is in cache, used by ``kernels.vq.assign(..., impl="native")``.
+- :func:`assign`: nearest codeword by largest score x.e_k + bias_k (Streaming VQ) with the running argmax taken in
+  registers (small codebooks on AVX-512, no GEMM) or on each GEMM score tile while it is in cache, used by
+  ``kernels.vq.nearest_codeword(..., impl="native")``.
 
 Where no compiler is available, or the build fails, :func:`available` is False, :func:`status` says why in one
 line, and callers keep their eager paths. The eager paths stay the tests' oracles, and the chapters compute with
@@ -30,13 +31,30 @@ _STATUS = "not built yet"
 SOURCE = Path(__file__).resolve().parent / "csrc" / "native.cpp"
 
 
+def isa_flags() -> list[str]:
+    """Compiler flags that hold the build to the instruction set the process's libraries are pinned to.
+
+    ``make`` pins torch, MKL, oneDNN, OpenBLAS, NumPy and faiss to AVX2 on x86_64 (``booktools/arith.py``,
+    ``ATEN_CPU_CAPABILITY=avx2``) so that the chapters' arithmetic is the same on AVX2 and AVX-512 machines. A
+    native kernel built with ``-march=native`` alone would then use AVX-512 registers its peers are not allowed, and
+    a benchmark would compare instruction sets instead of algorithms; so the build follows the pin
+    (``-mno-avx512f``; ``default``: no AVX at all). Unpinned, every library and the native kernels use all the CPU
+    has."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return []
+    return {"avx2": ["-mno-avx512f"], "default": ["-mno-avx"]}.get(
+        os.environ.get("ATEN_CPU_CAPABILITY", "").lower(), [])
+
+
 def _cpu_key() -> str:
-    """A short key of this CPU's instruction-set flags: the build uses ``-march=native``, so a build folder
-    copied to another kind of CPU must not be reused there."""
+    """A short key of this CPU's instruction-set flags and :func:`isa_flags`: the build uses ``-march=native``, so a
+    build folder copied to another kind of CPU, or built under another pin, must not be reused."""
     import hashlib
     import platform
 
-    flags = platform.machine()
+    flags = platform.machine() + " ".join(isa_flags())
     try:
         with open("/proc/cpuinfo") as f:
             flags += next((line for line in f if line.startswith(("flags", "Features"))), "")
@@ -89,9 +107,12 @@ def load():
         build = _build_dir()
         with _exclusive(build):
             _MODULE = cpp_load(name="book_native", sources=[str(SOURCE)], build_directory=str(build),
-                               extra_cflags=["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno"],
+                               extra_cflags=["-O3", "-march=native", *isa_flags(), "-fopenmp-simd",
+                                             "-fno-math-errno"],
                                verbose=False)
-        _STATUS = "native kernels built"
+        held = isa_flags()
+        _STATUS = "native kernels built" + (f" (-march=native {' '.join(held)}: held to the libraries' "
+                                            f"{os.environ['ATEN_CPU_CAPABILITY']} pin)" if held else "")
     except Exception as exc:  # a broken toolchain must not break the book
         _STATUS = f"native kernels could not be built ({type(exc).__name__}): eager paths"
         _MODULE = None

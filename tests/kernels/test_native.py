@@ -118,6 +118,81 @@ def test_assign_ties_go_to_the_lowest_index_like_argmax():
     assert vq.nearest_codeword(x, E, "ip", impl="native")[0].tolist() == [0, 2, 0]
 
 
+def _assign_paths():
+    """The kernel's paths this build has: "direct" needs GCC/Clang vector extensions (it raises otherwise)."""
+    try:
+        native.assign(torch.randn(2, 3), torch.randn(4, 3), None, 512, "direct")
+    except RuntimeError as exc:
+        assert "needs a GCC or Clang build" in str(exc)
+        return ["gemm"]
+    return ["direct", "gemm"]
+
+
+@needs_native
+@pytest.mark.parametrize("path", ["direct", "gemm"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("with_bias", [False, True], ids=["no-bias", "bias"])
+@pytest.mark.parametrize("N, K, d, block", [(1000, 64, 32, 512), (1003, 7, 3, 100), (777, 100, 17, 256),
+                                            (301, 1024, 8, 64), (5, 1, 1, 512), (13, 40, 70, 4), (0, 33, 5, 512),
+                                            (2049, 256, 64, 2048)])
+def test_assign_each_path_equals_a_float64_argmax(path, dtype, with_bias, N, K, d, block):
+    """Both paths of native.assign, forced, against the float64 score matrix: the value to rounding, the index
+    exactly except at near-ties (both within the dtype's rounding of the best score). N not a multiple of the
+    direct path's rows per step or of the GEMM block, K not a multiple of its codewords per register."""
+    if path not in _assign_paths():
+        pytest.skip("direct path not built (no GCC/Clang vector extensions)")
+    g = torch.Generator().manual_seed(N * 31 + K * 7 + d)
+    x, E = torch.randn(N, d, generator=g, dtype=dtype), torch.randn(K, d, generator=g, dtype=dtype)
+    bias = torch.randn(K, generator=g, dtype=dtype) if with_bias else None
+    idx, val = native.assign(x, E, bias, block, path)
+    S = x.double() @ E.double().T + (bias.double() if with_bias else 0.0)
+    assert idx.dtype == torch.int64 and idx.shape == (N,) and val.dtype == dtype and val.shape == (N,)
+    if N == 0:
+        return
+    best, ref = S.max(1)
+    tol = (1e-5 if dtype == torch.float32 else 1e-12) * (1 + S.abs().amax(1))
+    assert bool(((val.double() - best).abs() <= tol).all())
+    got = S.gather(1, idx[:, None]).squeeze(1)                 # the score the kernel's choice really has
+    assert bool(((best - got) <= 2 * tol).all())
+    assert (idx != ref).float().mean() <= 0.01                 # near-ties only
+
+
+@needs_native
+@pytest.mark.parametrize("path", ["direct", "gemm"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("with_bias", [False, True], ids=["no-bias", "bias"])
+@pytest.mark.parametrize("K", [3, 40, 100, 300])
+def test_assign_exact_ties_go_to_the_first_maximum_on_each_path(path, dtype, with_bias, K):
+    """Small-integer x, E and bias: every score is exact in any summation order, ties are frequent (within a
+    register's lanes, across registers and across codeword chunks), and the index must be torch.argmax's first
+    maximum exactly."""
+    if path not in _assign_paths():
+        pytest.skip("direct path not built (no GCC/Clang vector extensions)")
+    g = torch.Generator().manual_seed(K)
+    x = torch.randint(-2, 3, (1001, 6), generator=g).to(dtype)
+    E = torch.randint(-1, 2, (K, 6), generator=g).to(dtype)
+    bias = torch.randint(-1, 2, (K,), generator=g).to(dtype) if with_bias else None
+    S = x @ E.T + (bias if with_bias else 0)
+    idx, val = native.assign(x, E, bias, 128, path)
+    assert torch.equal(idx, S.argmax(1)) and torch.equal(val, S.amax(1))
+
+
+@needs_native
+def test_assign_path_choice():
+    """The default path: the GEMM for a large or much-padded codebook on every build; the direct path for the
+    bench shapes where it is built for AVX-512 (-march=native on a CPU that has it, no AVX2 pin)."""
+    choose = native.load().assign_path
+    for K, d in [(4096, 128), (16384, 64), (16, 8), (4, 16), (33, 64)]:
+        assert choose(K, d, 4) == "gemm"
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if " avx512f " in flags and "direct" in _assign_paths() and not native.isa_flags():   # not held to AVX2
+        for K, d in [(64, 32), (256, 64), (1024, 32), (1024, 64), (100, 10)]:
+            assert choose(K, d, 4) == "direct"
+        assert choose(64, 32, 8) == "direct"
+    with pytest.raises(RuntimeError, match="path"):
+        native.assign(torch.randn(3, 2), torch.randn(4, 2), None, 512, "blas")
+
+
 def test_assign_rejects_an_unknown_impl():
     with pytest.raises(ValueError, match="impl"):
         vq.nearest_codeword(torch.randn(3, 2), torch.randn(4, 2), impl="fast")
@@ -157,3 +232,16 @@ def test_a_build_killed_earlier_does_not_hang_the_next_import(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("native kernels built"), out.stdout
     assert not (copy / "lock").exists()
+
+
+def test_the_build_is_held_to_the_libraries_isa_pin(monkeypatch):
+    """Under make's AVX2 pin the native build gives up AVX-512 like torch, MKL and faiss, and builds elsewhere."""
+    import platform
+
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    assert native.isa_flags() == (["-mno-avx512f"] if x86 else [])
+    pinned = native._cpu_key()
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    assert native.isa_flags() == []
+    assert (native._cpu_key() != pinned) == x86
