@@ -364,6 +364,13 @@ def _int_state(text: str, lo: int | None, hi: int | None) -> tuple[bool, bool]:
     return False, complete
 
 
+def _after_digits(text: str, i: int) -> int:
+    """The position after the run of digits that starts at ``i``."""
+    while i < len(text) and text[i] in _DIGITS:
+        i += 1
+    return i
+
+
 def _number_state(text: str) -> tuple[bool, bool]:
     """(is ``text`` a prefix of a JSON number, is it a complete one): -?(0|[1-9]d*)(.d+)?([eE][+-]?d+)?"""
     i, n = 0, len(text)
@@ -374,28 +381,19 @@ def _number_state(text: str) -> tuple[bool, bool]:
     if text[i] == "0":
         i += 1
     elif text[i] in "123456789":
-        while i < n and text[i] in _DIGITS:
-            i += 1
+        i = _after_digits(text, i)
     else:
         return False, False
-    if i < n and text[i] == ".":
-        i += 1
-        if i == n:
-            return True, False
-        if text[i] not in _DIGITS:
-            return False, False
-        while i < n and text[i] in _DIGITS:
+    for mark, sign in ((".", ""), ("eE", "+-")):              # the fraction, then the exponent
+        if i < n and text[i] in mark:
             i += 1
-    if i < n and text[i] in "eE":
-        i += 1
-        if i < n and text[i] in "+-":
-            i += 1
-        if i == n:
-            return True, False
-        if text[i] not in _DIGITS:
-            return False, False
-        while i < n and text[i] in _DIGITS:
-            i += 1
+            if i < n and text[i] in sign:
+                i += 1
+            if i == n:
+                return True, False
+            if text[i] not in _DIGITS:
+                return False, False
+            i = _after_digits(text, i)
     return i == n, i == n
 
 
