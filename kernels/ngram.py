@@ -185,10 +185,12 @@ def bench_cases(quick: bool = False) -> list:
                                                  (256, 3, 1, True), (256, 3, 4, True)]
     cases = []
     for D, n, k, sparse in configs:
-        fast = OverEncoding(256, D, n=n, k=k, m=m, sparse=sparse)
-        naive = NaiveOverEncoding.from_fast(fast)
-        rows = sum(fast.moduli)
-        big = nn.Embedding(rows, D, sparse=sparse)
+        with torch.random.fork_rng():                       # module weights from a seeded fork, not the global state
+            torch.manual_seed(D + k * (n - 1))
+            fast = OverEncoding(256, D, n=n, k=k, m=m, sparse=sparse)
+            naive = NaiveOverEncoding.from_fast(fast)
+            rows = sum(fast.moduli)
+            big = nn.Embedding(rows, D, sparse=sparse)
         tokens = torch.randint(1, 256, (B, T), generator=torch.Generator().manual_seed(0))
         flat_ids = torch.randint(0, rows, (B, T), generator=torch.Generator().manual_seed(1))
 

@@ -4,6 +4,7 @@ A fake clock that only the callables advance makes every number exact.
 """
 
 import pytest
+import torch
 
 from kernels import bench
 
@@ -144,6 +145,17 @@ def test_make_bench_entry_point_runs_every_kernel_quickly(capsys):
     assert "roof: " in out and not any(f"{p}%" in out for p in range(101, 1000)), "a fraction above 100 %"
     for name, _ in bench.discover():
         assert f"[{name}]" in out, f"kernels.{name}.bench_cases produced no table"
+
+
+@pytest.mark.parametrize("module", [name for name, _ in bench.discover()])
+def test_building_a_modules_bench_cases_leaves_the_global_rng_alone(module):
+    """Every bench_cases draws its inputs from its own generators: building the cases must not move torch's global
+    random state (a chapter that runs its spotlight mid-way would otherwise change every later draw)."""
+    cases_fn = dict(bench.discover([module]))[module]
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    assert cases_fn(True), f"kernels.{module}.bench_cases(quick=True) built no case"
+    assert torch.equal(torch.get_rng_state(), before)
 
 
 # --- targets ---------------------------------------------------------------------------------------------------

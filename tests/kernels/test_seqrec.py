@@ -81,11 +81,9 @@ def test_bad_inputs_raise_value_errors_naming_the_argument():
             fn()
 
 
-def test_bench_cases_build_run_once_and_leave_the_global_rng_alone():
-    torch.manual_seed(123)
-    before = torch.get_rng_state()
+def test_bench_cases_agree_with_the_loop_and_run_once():
+    """(Building them leaves the global RNG alone: tests/kernels/test_bench.py checks that for every module.)"""
     cases = bench_cases(quick=True)
-    assert torch.equal(torch.get_rng_state(), before)
     fwd = cases[0]
     outs = {name: fn() for name, fn in fwd.fns.items() if not name.startswith("low rank")}
     ref = outs.pop("loop over samples")
