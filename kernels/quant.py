@@ -193,16 +193,27 @@ def qlinear(x: Tensor, qw: QuantizedWeight, bias: Tensor | None = None) -> Tenso
     return y.view(*lead, n)
 
 
-class QLinear(nn.Module):
-    """A drop-in for ``nn.Linear`` with its weight in the q4f16_1 layout (bias, if any, kept in fp32)."""
+class _Quantized(nn.Module):
+    """A module that holds one matrix in the q4f16_1 layout, as the buffers ``q_weight`` and ``q_scale``."""
 
-    def __init__(self, qw: QuantizedWeight, bias: Tensor | None = None) -> None:
+    def __init__(self, qw: QuantizedWeight) -> None:
         super().__init__()
         _check_qw(qw)
         self.bits, self.group_size = qw.bits, qw.group_size
-        self.out_features, self.in_features = qw.shape
         self.register_buffer("q_weight", qw.q_weight)
         self.register_buffer("q_scale", qw.q_scale)
+
+    @property
+    def qw(self) -> QuantizedWeight:
+        return QuantizedWeight(self.q_weight, self.q_scale, self.bits, self.group_size)
+
+
+class QLinear(_Quantized):
+    """A drop-in for ``nn.Linear`` with its weight in the q4f16_1 layout (bias, if any, kept in fp32)."""
+
+    def __init__(self, qw: QuantizedWeight, bias: Tensor | None = None) -> None:
+        super().__init__(qw)
+        self.out_features, self.in_features = qw.shape
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
 
     @classmethod
@@ -211,29 +222,17 @@ class QLinear(nn.Module):
             raise ValueError(f"linear: expected an nn.Linear, received {type(linear).__name__}")
         return cls(quantize(linear.weight, bits, group_size), linear.bias)
 
-    @property
-    def qw(self) -> QuantizedWeight:
-        return QuantizedWeight(self.q_weight, self.q_scale, self.bits, self.group_size)
-
     def forward(self, x: Tensor) -> Tensor:
         return qlinear(x, self.qw, self.bias)
 
 
-class QEmbedding(nn.Module):
+class QEmbedding(_Quantized):
     """A tied token table in the q4f16_1 layout: ``forward`` dequantizes only the rows looked up, ``logits`` is
     the LM head h E^T by Eq. 5 (the interface of ``kernels.transformer.TiedEmbedding``)."""
 
     def __init__(self, qw: QuantizedWeight) -> None:
-        super().__init__()
-        _check_qw(qw)
-        self.bits, self.group_size = qw.bits, qw.group_size
+        super().__init__(qw)
         self.num_embeddings, self.embedding_dim = qw.shape
-        self.register_buffer("q_weight", qw.q_weight)
-        self.register_buffer("q_scale", qw.q_scale)
-
-    @property
-    def qw(self) -> QuantizedWeight:
-        return QuantizedWeight(self.q_weight, self.q_scale, self.bits, self.group_size)
 
     def forward(self, tokens: Tensor) -> Tensor:
         if tokens.dtype != torch.int64:
