@@ -174,7 +174,9 @@ def notebook_task(notebook: str, factory: str, parameters: dict | None = None, a
         os.chdir(here)
     if not callable(namespace.get(factory)):
         raise ValueError(f"factory: expected a callable the {tag!r} cells define, received {factory!r}")
-    return namespace[factory](**(args or {}))
+    loaded = {k: torch.load(v[FILE_ARG], weights_only=False) if isinstance(v, dict) and FILE_ARG in v else v
+              for k, v in (args or {}).items()}                   # arguments sent as files by notebook_launch
+    return namespace[factory](**loaded)
 
 
 def _slice(batch, lo: int, hi: int):
@@ -473,6 +475,33 @@ def launch(config: dict, nproc: int, out_dir: str) -> tuple[list[dict], dict]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     subprocess.run(torchrun_command(path, nproc), check=True, env=env)
     return read_metrics(out), torch.load(os.path.join(out, "checkpoint.pt"), map_location="cpu", weights_only=False)
+
+
+FILE_ARG = "file"   # a task argument that travels as a file: {"file": path, "sha1": digest of its bytes}
+
+
+def notebook_launch(notebook: str, factory: str, config: dict, nproc: int, out_dir: str, *,
+                    parameters: dict | None = None, args: dict | None = None) -> tuple[list[dict], dict]:
+    """:func:`launch` for a task a chapter defines in its own cells: every worker rebuilds ``factory(**args)``
+    with :func:`notebook_task` (the notebook's parameters cell, ``parameters``, then its cells tagged
+    ``train-task``). Arguments that are not JSON scalars (tensors, state dicts, lists of tensors) are saved in
+    ``out_dir`` and loaded back in each worker; their digest is part of the config, so that other contents start
+    a fresh run instead of resuming an old one. Returns the metrics and the final checkpoint."""
+    import hashlib
+    import os
+
+    os.makedirs(out_dir, exist_ok=True)
+    sent = {}
+    for key, value in (args or {}).items():
+        if isinstance(value, (bool, int, float, str, type(None))):
+            sent[key] = value
+            continue
+        path = os.path.abspath(os.path.join(out_dir, f"arg-{key}.pt"))
+        torch.save(value, path)
+        with open(path, "rb") as fh:
+            sent[key] = {FILE_ARG: path, "sha1": hashlib.sha1(fh.read()).hexdigest()}
+    spec = dict(notebook=os.path.abspath(notebook), factory=factory, parameters=parameters or {}, args=sent)
+    return launch({**config, "task": "kernels.train:notebook_task", "task_args": spec}, nproc, out_dir)
 
 
 def read_metrics(out_dir: str) -> list[dict]:

@@ -192,13 +192,15 @@ def _chapter(tmp_path):
                 nbformat.v4.new_code_cell(
                     "import torch\nfrom kernels import train\n\n"
                     "class Toy(train.Task):\n"
-                    "    def __init__(self, scale=1.0):\n"
+                    "    def __init__(self, scale=1.0, shift=None):\n"
                     "        self.scale, self.own = scale, torch.Generator().manual_seed(SEED + 7)\n"
+                    "        self.shift = 0.0 if shift is None else float(shift.sum())\n"
                     "    def model(self):\n"
                     "        return torch.nn.Linear(WIDTH, 1)\n"
                     "    def examples(self, gen, count):\n"
                     "        x = torch.randn(count, WIDTH, generator=gen)\n"
-                    "        return x, self.scale * x.sum(1, keepdim=True) + torch.randn(count, 1, generator=self.own)\n"
+                    "        noise = torch.randn(count, 1, generator=self.own)\n"
+                    "        return x, self.scale * x.sum(1, keepdim=True) + self.shift + noise\n"
                     "    def loss(self, model, batch):\n"
                     "        return torch.nn.functional.mse_loss(model(batch[0]), batch[1])\n"
                     "    def state(self):\n"
@@ -236,22 +238,27 @@ def test_a_task_with_its_own_generator_resumes_to_the_same_losses(tmp_path):
     np.testing.assert_array_equal([m["loss"] for m in read_metrics(cfg["out_dir"])], full.losses)
 
 
-def test_launch_runs_a_notebook_task_under_torchrun_and_equals_one_process(tmp_path):
-    """kernels.train.launch (what the chapters call with NPROC > 1): 2 gloo processes, the chapter's own task."""
-    from kernels.train import launch
+def test_notebook_launch_runs_a_chapters_task_under_torchrun_and_equals_one_process(tmp_path):
+    """kernels.train.notebook_launch (what the chapters call with NPROC > 1): 2 gloo processes rebuild the chapter's
+    own task, with a tensor argument sent as a file, and train as one process with the whole batch does."""
+    from kernels.train import notebook_launch, notebook_task
 
-    cfg = dict(task="kernels.train:notebook_task", task_args=dict(notebook=_chapter(tmp_path), factory="Toy"),
-               steps=5, global_batch=8, micro_batch=2, lr=1e-2, warmup=1, seed=0)
-    one = run(cfg)
+    path, shift = _chapter(tmp_path), torch.arange(3.0)
+    cfg = dict(steps=5, global_batch=8, micro_batch=2, lr=1e-2, warmup=1, seed=0)
+    one = run({**cfg, "task": notebook_task(path, "Toy", args={"shift": shift})})
     old = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = "1"
     try:
-        metrics, state = launch(cfg, 2, str(tmp_path / "two"))
+        metrics, state = notebook_launch(path, "Toy", cfg, 2, str(tmp_path / "two"), args={"shift": shift})
     finally:
         os.environ.pop("OMP_NUM_THREADS") if old is None else os.environ.__setitem__("OMP_NUM_THREADS", old)
     np.testing.assert_allclose([m["loss"] for m in metrics], one.losses, rtol=1e-5)
     torch.testing.assert_close(state["model"]["weight"], one.model.weight.detach(), rtol=1e-4, atol=1e-6)
     assert state["step"] == 5
+    sent = json.loads((tmp_path / "two" / "config.json").read_text())["task_args"]["args"]["shift"]
+    assert set(sent) == {"file", "sha1"}, "a tensor argument travels as a file with its digest"
+    unshifted = run({**cfg, "task": notebook_task(path, "Toy")})
+    assert unshifted.losses[0] != one.losses[0], "the argument did not reach the task: the comparison would be weak"
 
 
 def test_run_validates_its_config():
